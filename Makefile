@@ -1,0 +1,40 @@
+# Two commands for a fresh machine (see README): `make demo` and `make test`.
+# Both create the project-local virtualenv .venv. torch==2.13.0 (a local CPU wheel on these
+# machines) is installed FIRST so that nothing later pulls a CUDA build; torchvision is never installed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stemob-installed
+export MUJOCO_GL ?= egl
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/python -c "import importlib.util, sys; sys.exit('torchvision got installed: it breaks diffusers here, remove it' if importlib.util.find_spec('torchvision') else 0)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python -m stemob.demo --output_dir outputs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python benchmarks/bench_inversion.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

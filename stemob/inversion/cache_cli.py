@@ -1,0 +1,59 @@
+"""``stemob-invert-dataset``: build the Stem-OB cache of a robomimic-layout HDF5 dataset.
+
+    stemob-invert-dataset --dataset demos.hdf5 --inversion_steps 15
+    stemob-invert-dataset --dataset /readonly/demos.hdf5 --cache_dir ~/stemob-cache --store_latents
+    accelerate launch --cpu --num_processes 2 -m stemob.inversion.cache_cli --dataset demos.hdf5
+
+A killed run resumes where it stopped when started again with the same settings; a finished cache
+is reused, and a cache made with other settings is never reused (each settings has its own file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from stemob.errors import StemobError
+from stemob.inversion.cli import add_inversion_arguments, run_cli, settings_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stemob-invert-dataset", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--dataset", required=True, help="robomimic-layout HDF5 file (data/demo_N/obs/<key>)")
+    parser.add_argument("--cache_dir", default=None,
+                        help="write the cache here instead of beside the dataset (e.g. when that folder is read-only)")
+    parser.add_argument("--keys", nargs="+", default=None,
+                        help="image keys to invert (default: every uint8 (T, H, W, 3) key)")
+    parser.add_argument("--store_latents", action="store_true", help="also store the inverted latents (fp16)")
+    add_inversion_arguments(parser)
+    parser.set_defaults(device="auto", batch_size=32)
+    return parser
+
+
+def main_build(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise StemobError(f"--batch_size must be >= 1, got {args.batch_size}")
+    from stemob.inversion.dataset_cache import build_cache
+
+    path = build_cache(
+        args.dataset, settings_from_args(args), cache_dir=args.cache_dir, keys=args.keys,
+        store_latents=args.store_latents, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+    )
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"Stem-OB cache: {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``stemob-invert-dataset``."""
+    return run_cli(main_build, argv, "stemob-invert-dataset")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
