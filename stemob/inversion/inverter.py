@@ -130,8 +130,8 @@ class Inverter:
         """Invert a batch of frames.
 
         Args:
-            images: uint8 ``(B, H, W, 3)`` / ``(H, W, 3)`` arrays or tensors, or float tensors
-                ``(B, 3, H, W)`` / ``(3, H, W)`` in [0, 1].
+            images: uint8 ``(B, H, W, 3)`` / ``(H, W, 3)`` arrays or tensors, or float arrays or
+                tensors ``(B, 3, H, W)`` / ``(3, H, W)`` in [0, 1].
             frame_ids: one ``(episode, step, camera)`` per frame; it seeds the frame's noise. Default:
                 ``(0, i, "")`` for the i-th frame of this call.
             output: ``"rgb"`` (same type, layout and size as the input), ``"latent"`` (the inverted
@@ -260,7 +260,7 @@ def to_model_pixels(images: Images) -> tuple[torch.Tensor, dict[str, Any]]:
         if batch.shape[-1] != 3:
             raise StemobError(f"uint8 frames must be (..., H, W, 3) RGB, got shape {tuple(tensor.shape)}")
         pixels = batch.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    elif tensor.dtype.is_floating_point and not is_numpy:
+    elif tensor.dtype.is_floating_point:
         if batch.shape[1] != 3:
             raise StemobError(f"float frames must be (..., 3, H, W) RGB in [0, 1], got shape {tuple(tensor.shape)}")
         pixels = batch.float() * 2.0 - 1.0
