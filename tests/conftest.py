@@ -27,7 +27,9 @@ def tiny_uncond_model(tmp_path_factory) -> Path:
     return build_model_folder(tmp_path_factory.mktemp("models") / "tiny-uncond", "tiny-uncond")
 
 
-def write_robomimic_hdf5(path: Path, demos: int = 3, frames: int = 40, size: int = 32, seed: int = 0) -> Path:
+def write_robomimic_hdf5(
+    path: Path, demos: int = 3, frames: int = 40, size: int = 32, seed: int = 0
+) -> Path:
     """A small robomimic-layout file with two image keys and a low-dim key per demo."""
     import h5py
 
@@ -41,7 +43,9 @@ def write_robomimic_hdf5(path: Path, demos: int = 3, frames: int = 40, size: int
             demo.attrs["num_samples"] = frames
             demo.create_dataset("actions", data=rng.normal(size=(frames, 7)).astype(np.float32))
             for key in ("agentview_image", "robot0_eye_in_hand_image"):
-                demo.create_dataset(f"obs/{key}", data=rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8))
+                demo.create_dataset(
+                    f"obs/{key}", data=rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+                )
             demo.create_dataset("obs/robot0_eef_pos", data=rng.normal(size=(frames, 3)))
     return path
 

@@ -27,7 +27,9 @@ def settings(model, **kwargs) -> InversionSettings:
 
 def read_all(path):
     with h5py.File(path, "r") as h5:
-        return {f"{d}/{k}": h5["data"][d]["obs"][k][:] for d in h5["data"] for k in h5["data"][d]["obs"]}
+        return {
+            f"{d}/{k}": h5["data"][d]["obs"][k][:] for d in h5["data"] for k in h5["data"][d]["obs"]
+        }
 
 
 def assert_same_cache(a, b, levels=1):
@@ -55,7 +57,9 @@ def test_layout_record_and_source_untouched(robomimic_file, tiny_uncond_model):
         assert obs["agentview_image"].dtype == np.uint8
         assert h5["data/demo_1/latents/agentview_image"].shape == (40, 4, 8, 8)
         assert h5["data/demo_1"].attrs["num_samples"] == 40
-        assert not np.array_equal(obs["agentview_image"][:], src["data/demo_1/obs/agentview_image"][:])
+        assert not np.array_equal(
+            obs["agentview_image"][:], src["data/demo_1/obs/agentview_image"][:]
+        )
     record = dc.read_cache_record(path)
     assert record["settings"] == s.to_dict() and record["format_version"] == dc.FORMAT_VERSION
     assert not (path.parent / (path.name + ".parts")).exists()
@@ -63,10 +67,14 @@ def test_layout_record_and_source_untouched(robomimic_file, tiny_uncond_model):
 
 def test_reuse_and_coexisting_settings(robomimic_file, tiny_uncond_model, monkeypatch):
     first = build_cache(robomimic_file, settings(tiny_uncond_model), device="cpu")
-    other = build_cache(robomimic_file, settings(tiny_uncond_model, inversion_steps=5), device="cpu")
+    other = build_cache(
+        robomimic_file, settings(tiny_uncond_model, inversion_steps=5), device="cpu"
+    )
     assert first != other and first.is_file() and other.is_file()
     mtime = first.stat().st_mtime_ns
-    monkeypatch.setattr(dc, "_invert_units", lambda *a, **k: pytest.fail("a finished cache was rebuilt"))
+    monkeypatch.setattr(
+        dc, "_invert_units", lambda *a, **k: pytest.fail("a finished cache was rebuilt")
+    )
     assert build_cache(robomimic_file, settings(tiny_uncond_model), device="cpu") == first
     assert first.stat().st_mtime_ns == mtime
     assert find_cache(robomimic_file, settings(tiny_uncond_model)) == first
@@ -76,8 +84,10 @@ def test_other_settings_are_never_reused(robomimic_file, tiny_uncond_model):
     s = settings(tiny_uncond_model)
     path = build_cache(robomimic_file, s, device="cpu")
     with h5py.File(path, "r+") as h5:  # a cache whose record says another k, under this name
-        h5.attrs["settings"] = '{"mode": "ddpm", "pretrained": "x", "num_steps": 50, "inversion_steps": 3, ' \
-                               '"resolution": null, "seed": 0}'
+        h5.attrs["settings"] = (
+            '{"mode": "ddpm", "pretrained": "x", "num_steps": 50, "inversion_steps": 3, '
+            '"resolution": null, "seed": 0}'
+        )
     with pytest.raises(CacheMismatchError, match="inversion_steps: requested 15, cached 3"):
         build_cache(robomimic_file, s, device="cpu")
     with pytest.raises(CacheMismatchError):
@@ -94,7 +104,9 @@ def test_changed_source_is_refused(tmp_path, tiny_uncond_model):
         build_cache(source, settings(tiny_uncond_model), device="cpu")
 
 
-def test_interrupted_build_resumes_without_loss_or_duplication(tmp_path, tiny_uncond_model, monkeypatch):
+def test_interrupted_build_resumes_without_loss_or_duplication(
+    tmp_path, tiny_uncond_model, monkeypatch
+):
     reference = write_robomimic_hdf5(tmp_path / "ref" / "d.hdf5")
     expected = build_cache(reference, settings(tiny_uncond_model), device="cpu", batch_size=16)
     source = tmp_path / "run" / "d.hdf5"
@@ -118,8 +130,9 @@ def test_interrupted_build_resumes_without_loss_or_duplication(tmp_path, tiny_un
     done = sorted(p.name for p in parts.glob("*.h5"))
     assert not target.exists() and 0 < len(done) < 6
     resumed_calls = []
-    monkeypatch.setattr(Inverter, "invert",
-                        lambda self, *a, **k: resumed_calls.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(
+        Inverter, "invert", lambda self, *a, **k: resumed_calls.append(1) or original(self, *a, **k)
+    )
     result = build_cache(source, settings(tiny_uncond_model), device="cpu", batch_size=16)
     assert len(resumed_calls) == (6 - len(done)) * 3  # only the unfinished units (40 frames / 16)
     assert_same_cache(result, expected, levels=0)
@@ -127,8 +140,19 @@ def test_interrupted_build_resumes_without_loss_or_duplication(tmp_path, tiny_un
 
 def test_killed_process_resumes(tmp_path, tiny_uncond_model):
     source = write_robomimic_hdf5(tmp_path / "d.hdf5", demos=6, frames=128, size=32)
-    command = [sys.executable, "-m", "stemob.inversion.cache_cli", "--dataset", str(source),
-               "--pretrained", str(tiny_uncond_model), "--batch_size", "32", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "stemob.inversion.cache_cli",
+        "--dataset",
+        str(source),
+        "--pretrained",
+        str(tiny_uncond_model),
+        "--batch_size",
+        "32",
+        "--device",
+        "cpu",
+    ]
     target = cache_path(source, settings(tiny_uncond_model))
     parts = target.with_name(target.name + ".parts")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -145,14 +169,40 @@ def test_killed_process_resumes(tmp_path, tiny_uncond_model):
 
 
 def test_two_process_sharded_run_matches_single_process(tmp_path, tiny_uncond_model):
-    single = build_cache(write_robomimic_hdf5(tmp_path / "a" / "d.hdf5"), settings(tiny_uncond_model),
-                         device="cpu", batch_size=8)
+    single = build_cache(
+        write_robomimic_hdf5(tmp_path / "a" / "d.hdf5"),
+        settings(tiny_uncond_model),
+        device="cpu",
+        batch_size=8,
+    )
     source = write_robomimic_hdf5(tmp_path / "b" / "d.hdf5")
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stemob.inversion.cache_cli",
-                    "--dataset", str(source), "--pretrained", str(tiny_uncond_model), "--batch_size", "16"],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            accelerate,
+            "launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "stemob.inversion.cache_cli",
+            "--dataset",
+            str(source),
+            "--pretrained",
+            str(tiny_uncond_model),
+            "--batch_size",
+            "16",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert_same_cache(cache_path(source, settings(tiny_uncond_model)), single, levels=1)
 
 
@@ -160,7 +210,9 @@ def test_read_only_folder_needs_cache_dir(robomimic_file, tiny_uncond_model, tmp
     monkeypatch.setattr(dc, "_writable_dir", lambda folder: False)
     with pytest.raises(StemobError, match="pass --cache_dir"):
         build_cache(robomimic_file, settings(tiny_uncond_model), device="cpu")
-    path = build_cache(robomimic_file, settings(tiny_uncond_model), cache_dir=tmp_path / "cache", device="cpu")
+    path = build_cache(
+        robomimic_file, settings(tiny_uncond_model), cache_dir=tmp_path / "cache", device="cpu"
+    )
     assert path.parent == tmp_path / "cache"
 
 

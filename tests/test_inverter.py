@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stemob.errors import StemobError
-from stemob.inversion import Inverter, InversionSettings, timestep_for_step
+from stemob.inversion import InversionSettings, Inverter, timestep_for_step
 from stemob.inversion.inverter import to_model_pixels
 from stemob.inversion.model_builder import SD_SCHEDULER
 
@@ -73,9 +73,15 @@ def test_k0_is_the_vae_round_trip(tiny_uncond_model):
     inverter = make(tiny_uncond_model, inversion_steps=0)
     pixels, _ = to_model_pixels(x)
     with torch.inference_mode():
-        latent = inverter.model.vae.encode(pixels).latent_dist.mode() * inverter.model.scaling_factor
-        expected = inverter.model.vae.decode(latent / inverter.model.scaling_factor).sample.clamp(-1, 1)
-    expected = ((expected + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        latent = (
+            inverter.model.vae.encode(pixels).latent_dist.mode() * inverter.model.scaling_factor
+        )
+        expected = inverter.model.vae.decode(latent / inverter.model.scaling_factor).sample.clamp(
+            -1, 1
+        )
+    expected = (
+        ((expected + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    )
     assert np.array_equal(inverter.invert(x), expected)
 
 
@@ -104,7 +110,7 @@ def test_resolution_and_float_tensors(tiny_uncond_model):
     x = torch.rand(2, 3, 40, 50)
     out = inverter.invert(x)
     assert out.shape == x.shape and out.dtype == torch.float32
-    assert 0 <= out.min() and out.max() <= 1
+    assert out.min() >= 0 and out.max() <= 1
     latent = inverter.invert(x, output="latent")
     assert latent.shape == (2, 4, 16, 16)  # 64 px over the VAE's 4x downsampling
     rgb, z = inverter.invert(x, output="both")
@@ -112,7 +118,9 @@ def test_resolution_and_float_tensors(tiny_uncond_model):
 
 
 def test_bf16_runs(tiny_uncond_model):
-    out = Inverter(InversionSettings(pretrained=str(tiny_uncond_model)), dtype="bf16").invert(frames(2))
+    out = Inverter(InversionSettings(pretrained=str(tiny_uncond_model)), dtype="bf16").invert(
+        frames(2)
+    )
     assert out.shape == (2, 32, 32, 3)
 
 

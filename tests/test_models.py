@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from stemob.errors import StemobError
-from stemob.inversion import Inverter, InversionSettings, load_model, resolve_model_dir
+from stemob.inversion import InversionSettings, Inverter, load_model, resolve_model_dir
 from stemob.inversion.models import EMBEDDED_DIR
 
 

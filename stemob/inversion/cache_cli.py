@@ -20,15 +20,28 @@ from stemob.inversion.cli import add_inversion_arguments, run_cli, settings_from
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stemob-invert-dataset", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+        prog="stemob-invert-dataset",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--dataset", required=True, help="robomimic-layout HDF5 file (data/demo_N/obs/<key>)")
-    parser.add_argument("--cache_dir", default=None,
-                        help="write the cache here instead of beside the dataset (e.g. when that folder is read-only)")
-    parser.add_argument("--keys", nargs="+", default=None,
-                        help="image keys to invert (default: every uint8 (T, H, W, 3) key)")
-    parser.add_argument("--store_latents", action="store_true", help="also store the inverted latents (fp16)")
+    parser.add_argument(
+        "--dataset", required=True, help="robomimic-layout HDF5 file (data/demo_N/obs/<key>)"
+    )
+    parser.add_argument(
+        "--cache_dir",
+        default=None,
+        help="write the cache here instead of beside the dataset (e.g. when that folder is read-only)",
+    )
+    parser.add_argument(
+        "--keys",
+        nargs="+",
+        default=None,
+        help="image keys to invert (default: every uint8 (T, H, W, 3) key)",
+    )
+    parser.add_argument(
+        "--store_latents", action="store_true", help="also store the inverted latents (fp16)"
+    )
     add_inversion_arguments(parser)
     parser.set_defaults(device="auto", batch_size=32)
     return parser
@@ -41,8 +54,14 @@ def main_build(argv: Sequence[str] | None = None) -> None:
     from stemob.inversion.dataset_cache import build_cache
 
     path = build_cache(
-        args.dataset, settings_from_args(args), cache_dir=args.cache_dir, keys=args.keys,
-        store_latents=args.store_latents, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+        args.dataset,
+        settings_from_args(args),
+        cache_dir=args.cache_dir,
+        keys=args.keys,
+        store_latents=args.store_latents,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
     )
     from accelerate import PartialState
 

@@ -25,20 +25,41 @@ from stemob.inversion.settings import EMBEDDED, MODES, InversionSettings
 def add_inversion_arguments(parser: argparse.ArgumentParser) -> None:
     """The Stem-OB settings and runtime options shared by the inversion commands."""
     group = parser.add_argument_group("Stem-OB settings")
-    group.add_argument("--model", "--mode", dest="mode", default="ddpm", choices=MODES,
-                       help="inversion mode (the reference CLI calls it --model); default ddpm")
-    group.add_argument("--pretrained", default=EMBEDDED,
-                       help="diffusers model folder, hub id in the local cache, or 'embedded' (default)")
+    group.add_argument(
+        "--model",
+        "--mode",
+        dest="mode",
+        default="ddpm",
+        choices=MODES,
+        help="inversion mode (the reference CLI calls it --model); default ddpm",
+    )
+    group.add_argument(
+        "--pretrained",
+        default=EMBEDDED,
+        help="diffusers model folder, hub id in the local cache, or 'embedded' (default)",
+    )
     group.add_argument("--num_steps", type=int, default=50, help="N, schedule length (default 50)")
-    group.add_argument("--inversion_steps", type=int, default=15, help="k of N steps to invert (default 15)")
-    group.add_argument("--resolution", type=int, default=None,
-                       help="resize frames to this square size for the model (default: keep frame size)")
+    group.add_argument(
+        "--inversion_steps", type=int, default=15, help="k of N steps to invert (default 15)"
+    )
+    group.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="resize frames to this square size for the model (default: keep frame size)",
+    )
     group.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    group.add_argument("--unseeded", action="store_true", help="fresh noise on every run (ignores --seed)")
+    group.add_argument(
+        "--unseeded", action="store_true", help="fresh noise on every run (ignores --seed)"
+    )
     run = parser.add_argument_group("runtime")
-    run.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    run.add_argument(
+        "--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)"
+    )
     run.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
-    run.add_argument("--batch_size", type=int, default=16, help="frames per model call (default 16)")
+    run.add_argument(
+        "--batch_size", type=int, default=16, help="frames per model call (default 16)"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> InversionSettings:
@@ -52,7 +73,9 @@ def settings_from_args(args: argparse.Namespace) -> InversionSettings:
     )
 
 
-def run_cli(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None, prog: str) -> int:
+def run_cli(
+    main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None, prog: str
+) -> int:
     """Run a command; a user error prints one line (no traceback) and exits with status 2."""
     try:
         main(argv)
@@ -67,13 +90,22 @@ def run_cli(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stemob-invert", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+        prog="stemob-invert",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--img_path", required=True, help="an image, a folder of images, or a video")
-    parser.add_argument("--output_path", help="output image / folder / video (required unless --report)")
-    parser.add_argument("--report", action="store_true",
-                        help="print the prior's reconstruction PSNR on the input (VAE round trip) instead")
+    parser.add_argument(
+        "--img_path", required=True, help="an image, a folder of images, or a video"
+    )
+    parser.add_argument(
+        "--output_path", help="output image / folder / video (required unless --report)"
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the prior's reconstruction PSNR on the input (VAE round trip) instead",
+    )
     add_inversion_arguments(parser)
     return parser
 
@@ -89,13 +121,16 @@ def _batches(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarra
         yield batch
 
 
-def _invert_stream(inverter, frames: Iterable[np.ndarray], batch_size: int, total: int | None,
-                   desc: str) -> Iterator[np.ndarray]:
+def _invert_stream(
+    inverter, frames: Iterable[np.ndarray], batch_size: int, total: int | None, desc: str
+) -> Iterator[np.ndarray]:
     """Invert frames batch by batch (frames of a batch must share a size), with a progress bar."""
     from tqdm import tqdm
 
     index = 0
-    with tqdm(total=total, desc=desc, unit="frame", disable=total is not None and total <= 1) as bar:
+    with tqdm(
+        total=total, desc=desc, unit="frame", disable=total is not None and total <= 1
+    ) as bar:
         for batch in _batches(frames, batch_size):
             by_shape: dict[tuple[int, ...], list[int]] = {}
             for i, frame in enumerate(batch):
@@ -171,14 +206,22 @@ def main_invert(argv: Sequence[str] | None = None) -> None:
         print(f"wrote {out}")
 
 
-def _print_report(source: Path, originals: Iterable[np.ndarray], reconstructions: Iterable[np.ndarray],
-                  settings: InversionSettings) -> None:
+def _print_report(
+    source: Path,
+    originals: Iterable[np.ndarray],
+    reconstructions: Iterable[np.ndarray],
+    settings: InversionSettings,
+) -> None:
     values = [psnr(a, b) for a, b in zip(originals, reconstructions, strict=True)]
     finite = [v for v in values if np.isfinite(v)] or [float("inf")]
     print(f"prior {settings.pretrained!r}: VAE round trip of {len(values)} frame(s) from {source}")
-    print(f"  reconstruction PSNR: mean {np.mean(finite):.2f} dB, min {np.min(finite):.2f} dB, "
-          f"max {np.max(finite):.2f} dB")
-    print("  (>= 26 dB: the prior keeps the scene's structure; lower: consider fine-tuning it on your frames)")
+    print(
+        f"  reconstruction PSNR: mean {np.mean(finite):.2f} dB, min {np.min(finite):.2f} dB, "
+        f"max {np.max(finite):.2f} dB"
+    )
+    print(
+        "  (>= 26 dB: the prior keeps the scene's structure; lower: consider fine-tuning it on your frames)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

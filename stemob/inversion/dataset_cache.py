@@ -60,7 +60,9 @@ class SourceLayout:
     num_samples: dict[str, int]
 
     def fingerprint(self) -> str:
-        items = [[demo, key, list(self.shapes[demo, key])] for demo in self.demos for key in self.keys]
+        items = [
+            [demo, key, list(self.shapes[demo, key])] for demo in self.demos for key in self.keys
+        ]
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
     def units(self, unit_frames: int) -> list[Unit]:
@@ -70,7 +72,10 @@ class SourceLayout:
             episode = int(match.group(1)) if match else index
             for key in self.keys:
                 length = self.shapes[demo, key][0]
-                out += [Unit(demo, episode, key, s, min(s + unit_frames, length)) for s in range(0, length, unit_frames)]
+                out += [
+                    Unit(demo, episode, key, s, min(s + unit_frames, length))
+                    for s in range(0, length, unit_frames)
+                ]
         return out
 
 
@@ -103,7 +108,9 @@ def read_layout(source: Path, keys: list[str] | None = None) -> SourceLayout:
         if keys is None:
             keys = sorted(k for k in first["obs"] if _is_image(first["obs"][k]))
             if not keys:
-                raise StemobError(f"{source}: data/{demos[0]}/obs has no uint8 (T, H, W, 3) image keys")
+                raise StemobError(
+                    f"{source}: data/{demos[0]}/obs has no uint8 (T, H, W, 3) image keys"
+                )
         shapes, num_samples = {}, {}
         for demo in demos:
             group = h5["data"][demo]
@@ -121,7 +128,9 @@ def read_layout(source: Path, keys: list[str] | None = None) -> SourceLayout:
     return SourceLayout(tuple(demos), tuple(keys), shapes, num_samples)
 
 
-def cache_path(source: str | Path, settings: InversionSettings, cache_dir: str | Path | None = None) -> Path:
+def cache_path(
+    source: str | Path, settings: InversionSettings, cache_dir: str | Path | None = None
+) -> Path:
     """Where the cache of ``source`` for ``settings`` lives (beside it, or in ``cache_dir``)."""
     source = Path(source)
     folder = Path(cache_dir) if cache_dir is not None else source.parent
@@ -133,7 +142,9 @@ def read_cache_record(path: Path) -> dict[str, Any]:
     with _open_h5(path) as h5:
         attrs = dict(h5.attrs)
     if "stemob_format_version" not in attrs:
-        raise StemobError(f"{path} is not a stemob inversion cache (no stemob_format_version attribute)")
+        raise StemobError(
+            f"{path} is not a stemob inversion cache (no stemob_format_version attribute)"
+        )
     return {
         "format_version": int(attrs["stemob_format_version"]),
         "settings": json.loads(attrs["settings"]),
@@ -144,7 +155,9 @@ def read_cache_record(path: Path) -> dict[str, Any]:
     }
 
 
-def verify_cache(path: Path, settings: InversionSettings, source_fingerprint: str | None = None) -> dict[str, Any]:
+def verify_cache(
+    path: Path, settings: InversionSettings, source_fingerprint: str | None = None
+) -> dict[str, Any]:
     """Check that the cache at ``path`` was made with ``settings`` (and from the same source)."""
     record = read_cache_record(path)
     if record["format_version"] != FORMAT_VERSION:
@@ -152,8 +165,11 @@ def verify_cache(path: Path, settings: InversionSettings, source_fingerprint: st
             f"{path} has cache format {record['format_version']}, this stemob writes {FORMAT_VERSION}; rebuild it"
         )
     if record["settings"] != settings.to_dict():
-        differing = {k: (v, record["settings"].get(k)) for k, v in settings.to_dict().items()
-                     if record["settings"].get(k) != v}
+        differing = {
+            k: (v, record["settings"].get(k))
+            for k, v in settings.to_dict().items()
+            if record["settings"].get(k) != v
+        }
         detail = ", ".join(f"{k}: requested {a!r}, cached {b!r}" for k, (a, b) in differing.items())
         raise CacheMismatchError(f"{path} was made with other Stem-OB settings ({detail})")
     if source_fingerprint is not None and record["source_fingerprint"] != source_fingerprint:
@@ -164,7 +180,9 @@ def verify_cache(path: Path, settings: InversionSettings, source_fingerprint: st
     return record
 
 
-def find_cache(source: str | Path, settings: InversionSettings, cache_dir: str | Path | None = None) -> Path:
+def find_cache(
+    source: str | Path, settings: InversionSettings, cache_dir: str | Path | None = None
+) -> Path:
     """Path of the verified cache of ``source`` for ``settings``; a clear error when there is none."""
     path = cache_path(source, settings, cache_dir)
     if not path.is_file():
@@ -233,8 +251,15 @@ def build_cache(
     state.wait_for_everyone()
     units = layout.units(UNIT_FRAMES)
     mine = [u for i, u in enumerate(units) if i % state.num_processes == state.process_index]
-    _invert_units(source, mine, parts, inverter, store_latents, batch_size,
-                  progress and state.is_local_main_process)
+    _invert_units(
+        source,
+        mine,
+        parts,
+        inverter,
+        store_latents,
+        batch_size,
+        progress and state.is_local_main_process,
+    )
     state.wait_for_everyone()
     if state.is_main_process:
         _merge(source, layout, units, parts, target, manifest)
@@ -260,16 +285,31 @@ def _prepare_parts(parts: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, record)
 
 
-def _invert_units(source: Path, units: list[Unit], parts: Path, inverter: Any, store_latents: bool,
-                  batch_size: int, progress: bool) -> None:
+def _invert_units(
+    source: Path,
+    units: list[Unit],
+    parts: Path,
+    inverter: Any,
+    store_latents: bool,
+    batch_size: int,
+    progress: bool,
+) -> None:
     import h5py
     from tqdm import tqdm
 
     todo = [u for u in units if not (parts / f"{u.name}.h5").is_file()]
     total = sum(u.stop - u.start for u in units)
     done = total - sum(u.stop - u.start for u in todo)
-    with _open_h5(source) as h5, tqdm(total=total, initial=done, desc=f"inverting {source.name}",
-                                      unit="frame", disable=not progress) as bar:
+    with (
+        _open_h5(source) as h5,
+        tqdm(
+            total=total,
+            initial=done,
+            desc=f"inverting {source.name}",
+            unit="frame",
+            disable=not progress,
+        ) as bar,
+    ):
         for unit in todo:
             frames = h5["data"][unit.demo]["obs"][unit.key][unit.start : unit.stop]
             images, latents = [], []
@@ -291,13 +331,21 @@ def _invert_units(source: Path, units: list[Unit], parts: Path, inverter: Any, s
             os.replace(tmp, parts / f"{unit.name}.h5")
 
 
-def _merge(source: Path, layout: SourceLayout, units: list[Unit], parts: Path, target: Path,
-           manifest: dict[str, Any]) -> None:
+def _merge(
+    source: Path,
+    layout: SourceLayout,
+    units: list[Unit],
+    parts: Path,
+    target: Path,
+    manifest: dict[str, Any],
+) -> None:
     import h5py
 
     missing = [u.name for u in units if not (parts / f"{u.name}.h5").is_file()]
     if missing:
-        raise StemobError(f"cache parts missing after inversion ({len(missing)}, e.g. {missing[0]}); rerun to resume")
+        raise StemobError(
+            f"cache parts missing after inversion ({len(missing)}, e.g. {missing[0]}); rerun to resume"
+        )
     tmp = target.with_name(f".{target.name}.tmp")
     with h5py.File(tmp, "w") as out:
         out.attrs["stemob_format_version"] = FORMAT_VERSION
@@ -313,8 +361,9 @@ def _merge(source: Path, layout: SourceLayout, units: list[Unit], parts: Path, t
             group.attrs["num_samples"] = layout.num_samples[demo]
             for key in layout.keys:
                 shape = layout.shapes[demo, key]
-                images = group.create_dataset(f"obs/{key}", shape=shape, dtype=np.uint8,
-                                              chunks=(1, *shape[1:]))
+                images = group.create_dataset(
+                    f"obs/{key}", shape=shape, dtype=np.uint8, chunks=(1, *shape[1:])
+                )
                 latents = None
                 for unit in (u for u in units if u.demo == demo and u.key == key):
                     with h5py.File(parts / f"{unit.name}.h5", "r") as part:
@@ -322,7 +371,9 @@ def _merge(source: Path, layout: SourceLayout, units: list[Unit], parts: Path, t
                         if manifest["store_latents"]:
                             if latents is None:
                                 latents = group.create_dataset(
-                                    f"latents/{key}", shape=(shape[0], *part["latents"].shape[1:]),
-                                    dtype=np.float16)
+                                    f"latents/{key}",
+                                    shape=(shape[0], *part["latents"].shape[1:]),
+                                    dtype=np.float16,
+                                )
                             latents[unit.start : unit.stop] = part["latents"][:]
     os.replace(tmp, target)

@@ -30,8 +30,14 @@ FrameId = tuple[int, int, str]
 
 Images = np.ndarray | torch.Tensor
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype:
@@ -51,7 +57,9 @@ def frame_seed(seed: int, episode: int, step: int, camera: str) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & (2**63 - 1)
 
 
-def timestep_for_step(scheduler_config: dict[str, Any], num_steps: int, inversion_steps: int) -> int:
+def timestep_for_step(
+    scheduler_config: dict[str, Any], num_steps: int, inversion_steps: int
+) -> int:
     """Timestep of inversion step ``k`` of an ``N``-step schedule, counted from the clean end.
 
     Uses the model's own scheduler config (its spacing, offset and training length). With Stable
@@ -75,7 +83,9 @@ def _ddpm_schedule(scheduler_config: dict[str, Any], num_steps: int) -> tuple[An
     scheduler = _scheduler_from(DDPMScheduler, scheduler_config)
     train_steps = scheduler.config.num_train_timesteps
     if num_steps > train_steps:
-        raise StemobError(f"num_steps={num_steps} exceeds the model's {train_steps} training timesteps")
+        raise StemobError(
+            f"num_steps={num_steps} exceeds the model's {train_steps} training timesteps"
+        )
     scheduler.set_timesteps(num_steps)
     return scheduler, sorted(int(t) for t in scheduler.timesteps)
 
@@ -103,9 +113,13 @@ class Inverter:
             torch.set_flush_denormal(True)  # small conv nets run many times slower on denormals
         needs_unet = self.settings.mode == "ddim" and self.settings.inversion_steps > 0
         if model is None:
-            model = load_model(self.settings.pretrained, with_unet=needs_unet, device=self.device, dtype=self.dtype)
+            model = load_model(
+                self.settings.pretrained, with_unet=needs_unet, device=self.device, dtype=self.dtype
+            )
         elif needs_unet and model.unet is None:
-            raise StemobError(f"mode=ddim needs the model's UNet, but {model.folder} was loaded without one")
+            raise StemobError(
+                f"mode=ddim needs the model's UNet, but {model.folder} was loaded without one"
+            )
         self.model = model
         k, n = self.settings.inversion_steps, self.settings.num_steps
         scheduler, ascending = _ddpm_schedule(model.scheduler_config, n)
@@ -151,7 +165,9 @@ class Inverter:
         rgb, latents = [], []
         for start in range(0, count, chunk):
             ids = frame_ids[start : start + chunk]
-            decoded, z = self._invert_pixels(pixels[start : start + chunk], ids, base_seed, output != "latent")
+            decoded, z = self._invert_pixels(
+                pixels[start : start + chunk], ids, base_seed, output != "latent"
+            )
             rgb.append(decoded)
             latents.append(z)
         latent = torch.cat(latents) if latents else torch.zeros(0)
@@ -174,15 +190,21 @@ class Inverter:
         z = latents / self.model.scaling_factor + self.model.shift_factor
         return self.model.vae.decode(z.to(self.device, self.dtype)).sample.float().clamp(-1, 1)
 
-    def noise(self, latent_shape: Sequence[int], frame_ids: Sequence[FrameId], base_seed: int) -> torch.Tensor:
+    def noise(
+        self, latent_shape: Sequence[int], frame_ids: Sequence[FrameId], base_seed: int
+    ) -> torch.Tensor:
         """Standard normal noise, one generator per frame seeded by its id (on the CPU, so devices agree)."""
         frames = []
         for episode, step, camera in frame_ids:
-            generator = torch.Generator().manual_seed(frame_seed(base_seed, int(episode), int(step), str(camera)))
+            generator = torch.Generator().manual_seed(
+                frame_seed(base_seed, int(episode), int(step), str(camera))
+            )
             frames.append(torch.randn(tuple(latent_shape), generator=generator))
         return torch.stack(frames).to(self.device)
 
-    def forward_noise(self, z0: torch.Tensor, frame_ids: Sequence[FrameId], base_seed: int) -> torch.Tensor:
+    def forward_noise(
+        self, z0: torch.Tensor, frame_ids: Sequence[FrameId], base_seed: int
+    ) -> torch.Tensor:
         """ddpm mode: ``sqrt(abar_t) z0 + sqrt(1 - abar_t) eps``."""
         if self.timestep is None:
             return z0
@@ -236,7 +258,9 @@ class Inverter:
         h, w, _, _ = self._processing_size(height, width)
         x = decoded[..., :h, :w]
         if (h, w) != (height, width):
-            x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+            )
         return x.clamp(-1, 1)
 
 
@@ -248,7 +272,9 @@ def to_model_pixels(images: Images) -> tuple[torch.Tensor, dict[str, Any]]:
     """
     is_numpy = isinstance(images, np.ndarray)
     if not is_numpy and not isinstance(images, torch.Tensor):
-        raise StemobError(f"frames must be a numpy array or a torch tensor, got {type(images).__name__}")
+        raise StemobError(
+            f"frames must be a numpy array or a torch tensor, got {type(images).__name__}"
+        )
     tensor = torch.from_numpy(np.ascontiguousarray(images)) if is_numpy else images
     single = tensor.ndim == 3
     if tensor.ndim not in (3, 4):
@@ -258,11 +284,15 @@ def to_model_pixels(images: Images) -> tuple[torch.Tensor, dict[str, Any]]:
     batch = tensor.unsqueeze(0) if single else tensor
     if tensor.dtype == torch.uint8:
         if batch.shape[-1] != 3:
-            raise StemobError(f"uint8 frames must be (..., H, W, 3) RGB, got shape {tuple(tensor.shape)}")
+            raise StemobError(
+                f"uint8 frames must be (..., H, W, 3) RGB, got shape {tuple(tensor.shape)}"
+            )
         pixels = batch.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     elif tensor.dtype.is_floating_point:
         if batch.shape[1] != 3:
-            raise StemobError(f"float frames must be (..., 3, H, W) RGB in [0, 1], got shape {tuple(tensor.shape)}")
+            raise StemobError(
+                f"float frames must be (..., 3, H, W) RGB in [0, 1], got shape {tuple(tensor.shape)}"
+            )
         pixels = batch.float() * 2.0 - 1.0
     else:
         raise StemobError(
@@ -270,8 +300,13 @@ def to_model_pixels(images: Images) -> tuple[torch.Tensor, dict[str, Any]]:
         )
     if pixels.shape[-1] < 1 or pixels.shape[-2] < 1:
         raise StemobError(f"frames are empty: shape {tuple(tensor.shape)}")
-    layout = {"numpy": is_numpy, "single": single, "uint8": tensor.dtype == torch.uint8, "dtype": tensor.dtype,
-              "device": tensor.device}
+    layout = {
+        "numpy": is_numpy,
+        "single": single,
+        "uint8": tensor.dtype == torch.uint8,
+        "dtype": tensor.dtype,
+        "device": tensor.device,
+    }
     return pixels.contiguous(), layout
 
 

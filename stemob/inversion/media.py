@@ -29,7 +29,9 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise StemobError(f"{folder} is not a folder")
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key
+    )
     if not files:
         raise StemobError(f"{folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
     return files

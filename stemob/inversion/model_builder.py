@@ -96,14 +96,24 @@ TINY_UNCOND_UNET = {
     "sample_size": 16,
 }
 
-TINY_TEXT = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "max_position_embeddings": 77, "vocab_size": 3, "pad_token_id": 0, "bos_token_id": 1,
-             "eos_token_id": 2}
+TINY_TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "vocab_size": 3,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
 
 PRESETS = ("tiny", "tiny-uncond", "sd21")
 
 
-def build_model_folder(path: str | Path, preset: str = "tiny", *, seed: int = 0, with_unet: bool = True) -> Path:
+def build_model_folder(
+    path: str | Path, preset: str = "tiny", *, seed: int = 0, with_unet: bool = True
+) -> Path:
     """Write a randomly initialised diffusers folder of the given preset to ``path`` and return it."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
@@ -115,12 +125,17 @@ def build_model_folder(path: str | Path, preset: str = "tiny", *, seed: int = 0,
     vae_config = SD21_VAE if preset == "sd21" else TINY_VAE
     AutoencoderKL(**vae_config).save_pretrained(folder / "vae")
     DDIMScheduler.from_config(SD_SCHEDULER).save_pretrained(folder / "scheduler")
-    components = {"vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]}
+    components = {
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
     if with_unet and preset == "tiny-uncond":
         UNet2DModel(**TINY_UNCOND_UNET).save_pretrained(folder / "unet")
         components["unet"] = ["diffusers", "UNet2DModel"]
     elif with_unet:
-        UNet2DConditionModel(**(SD21_UNET if preset == "sd21" else TINY_COND_UNET)).save_pretrained(folder / "unet")
+        UNet2DConditionModel(**(SD21_UNET if preset == "sd21" else TINY_COND_UNET)).save_pretrained(
+            folder / "unet"
+        )
         components["unet"] = ["diffusers", "UNet2DConditionModel"]
         if preset == "tiny":
             _write_tiny_text_encoder(folder)
@@ -140,10 +155,18 @@ def _write_tiny_text_encoder(folder: Path) -> None:
     vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
     (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab))
     (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n")
-    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "pad_token": "!",
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-    }))
+    (tokenizer_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "pad_token": "!",
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+            }
+        )
+    )
 
 
 def main() -> None:

@@ -99,7 +99,9 @@ class DiffusionModel:
     vae: torch.nn.Module
     scheduler_config: dict[str, Any]
     unet: torch.nn.Module | None = None
-    conditioning: torch.Tensor | None = None  # empty-prompt embeddings (1, L, D) for a conditional UNet
+    conditioning: torch.Tensor | None = (
+        None  # empty-prompt embeddings (1, L, D) for a conditional UNet
+    )
     fingerprint: str = ""
 
     @property
@@ -189,7 +191,9 @@ def _load_unet(
     class_name = config.get("_class_name", "UNet2DConditionModel")
     unet_class = getattr(diffusers, class_name, None)
     if unet_class is None or class_name not in ("UNet2DModel", "UNet2DConditionModel"):
-        raise StemobError(f"{folder}/unet is a {class_name!r}; expected UNet2DModel or UNet2DConditionModel")
+        raise StemobError(
+            f"{folder}/unet is a {class_name!r}; expected UNet2DModel or UNet2DConditionModel"
+        )
     try:
         unet = unet_class.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
     except Exception as error:  # noqa: BLE001
@@ -216,10 +220,16 @@ def _empty_prompt_embeddings(
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder / "tokenizer")
         encoder = transformers.AutoModel.from_pretrained(folder / "text_encoder", dtype=dtype)
     except Exception as error:  # noqa: BLE001
-        raise StemobError(f"cannot load the text encoder or tokenizer of {folder}: {error}") from error
+        raise StemobError(
+            f"cannot load the text encoder or tokenizer of {folder}: {error}"
+        ) from error
     encoder = encoder.to(device).eval()
     tokens = tokenizer(
-        [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        [""],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
     )
     with torch.inference_mode():
         hidden = encoder(tokens.input_ids.to(device))[0]

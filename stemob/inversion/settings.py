@@ -39,8 +39,14 @@ class InversionSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise StemobError(f"unknown inversion mode {self.mode!r}: expected one of {', '.join(MODES)}")
-        if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 1:
+            raise StemobError(
+                f"unknown inversion mode {self.mode!r}: expected one of {', '.join(MODES)}"
+            )
+        if (
+            not isinstance(self.num_steps, int)
+            or isinstance(self.num_steps, bool)
+            or self.num_steps < 1
+        ):
             raise StemobError(f"num_steps must be a positive integer, got {self.num_steps!r}")
         k = self.inversion_steps
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= self.num_steps:
@@ -49,13 +55,21 @@ class InversionSettings:
                 f"({self.num_steps}), got {k!r}"
             )
         if self.resolution is not None and (
-            not isinstance(self.resolution, int) or isinstance(self.resolution, bool) or self.resolution < 8
+            not isinstance(self.resolution, int)
+            or isinstance(self.resolution, bool)
+            or self.resolution < 8
         ):
-            raise StemobError(f"resolution must be None or an integer >= 8, got {self.resolution!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise StemobError(
+                f"resolution must be None or an integer >= 8, got {self.resolution!r}"
+            )
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or isinstance(self.seed, bool)
+        ):
             raise StemobError(f"seed must be an integer or None, got {self.seed!r}")
         if not isinstance(self.pretrained, str) or not self.pretrained:
-            raise StemobError(f"pretrained must name a folder, a hub id or 'embedded', got {self.pretrained!r}")
+            raise StemobError(
+                f"pretrained must name a folder, a hub id or 'embedded', got {self.pretrained!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the canonical names (JSON-serialisable)."""
@@ -67,7 +81,9 @@ class InversionSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise StemobError(f"unknown Stem-OB setting(s) {unknown}: expected some of {sorted(names)}")
+            raise StemobError(
+                f"unknown Stem-OB setting(s) {unknown}: expected some of {sorted(names)}"
+            )
         return cls(**data)
 
     def digest(self) -> str:
