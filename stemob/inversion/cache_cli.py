@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--store_latents", action="store_true", help="also store the inverted latents (fp16)"
     )
     add_inversion_arguments(parser)
-    parser.set_defaults(device="auto", batch_size=32)
+    parser.set_defaults(device="auto")
     return parser
 
 

@@ -205,7 +205,7 @@ def build_cache(
     cache_dir: str | Path | None = None,
     keys: list[str] | None = None,
     store_latents: bool = False,
-    batch_size: int = 32,
+    batch_size: int = 8,
     device: str = "auto",
     dtype: str | None = None,
     progress: bool = True,

@@ -130,7 +130,12 @@ class Inverter:
             from diffusers import DDIMInverseScheduler
 
             self._inverse_scheduler = _scheduler_from(DDIMInverseScheduler, model.scheduler_config)
-            self._inverse_scheduler.set_timesteps(n)
+            try:
+                self._inverse_scheduler.set_timesteps(n)
+            except ValueError as error:  # e.g. a timestep spacing DDIM inversion does not support
+                raise StemobError(
+                    f"mode=ddim cannot use the scheduler of {model.folder}: {error}"
+                ) from error
 
     # ------------------------------------------------------------------ public API
     def invert(
