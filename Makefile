@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps robomimic==0.3.0
 	@$(BIN)/python -c "import importlib.util, sys; sys.exit('torchvision got installed: it breaks diffusers here, remove it' if importlib.util.find_spec('torchvision') else 0)"
 	touch $(STAMP)
 
