@@ -1,0 +1,125 @@
+"""Expert demonstrations in robomimic layout, and re-rendering them from simulator states."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from envs import record as rec
+from envs.record import main, make_env_from_args, record
+from envs.rerender import rerender
+from stemob.errors import StemobError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rec") / "lift.hdf5"
+    report = record(
+        "lift_cube",
+        3,
+        out,
+        image_size=32,
+        cameras=("front", "wrist"),
+        valid_fraction=0.34,
+        progress=False,
+    )
+    assert report["kept"] == 3
+    return out
+
+
+def test_layout(demos):
+    with h5py.File(demos) as h5:
+        data = h5["data"]
+        env_args = json.loads(data.attrs["env_args"])
+        assert env_args["type"] == "stemob_tabletop"
+        assert env_args["env_name"] == "tabletop/LiftCube-v0"
+        assert env_args["env_kwargs"]["cameras"] == ["front", "wrist"]
+        names = sorted(data.keys())
+        assert names == ["demo_0", "demo_1", "demo_2"]
+        total = 0
+        for name in names:
+            g = data[name]
+            n = int(g.attrs["num_samples"])
+            total += n
+            assert g.attrs["model_file"].startswith("<mujoco")
+            assert g["actions"].shape == (n, 7) and g["rewards"].shape == (n,)
+            assert g["dones"][-1] == 1 and g["rewards"][-1] == 1.0
+            assert g["states"].shape[0] == n
+            assert g["obs/front_image"].shape == (n, 32, 32, 3)
+            assert g["obs/front_image"].dtype == np.uint8
+            for key in ("joint_positions", "gripper_open", "eef_pos", "eef_quat", "wrist_image"):
+                assert g[f"obs/{key}"].shape[0] == n
+        assert data.attrs["total"] == total
+        train = [n.decode() for n in h5["mask/train"][()]]
+        valid = [n.decode() for n in h5["mask/valid"][()]]
+        assert sorted(train + valid) == names and len(valid) == 1
+
+
+def test_states_reproduce_observations(demos):
+    with h5py.File(demos) as h5:
+        env_args = json.loads(h5["data"].attrs["env_args"])
+        g = h5["data/demo_1"]
+        states, frames = g["states"][()], g["obs/front_image"][()]
+        seed = json.loads(g.attrs["stemob_attrs"])["seed"]
+    env = make_env_from_args(env_args)
+    env.reset(seed=seed)
+    for t in (0, len(states) // 2, len(states) - 1):
+        env.set_state(states[t])
+        np.testing.assert_array_equal(env.render_camera("front"), frames[t])
+    env.close()
+
+
+def test_rerender_other_cameras_and_perturbation(demos, tmp_path):
+    out = rerender(
+        demos,
+        tmp_path / "re.hdf5",
+        str(ROOT / "configs/perturbation/table_color.yaml"),
+        cameras=("overhead",),
+        image_size=24,
+    )
+    with h5py.File(demos) as a, h5py.File(out) as b:
+        assert set(b["data/demo_0/obs"]) == {
+            "overhead_image",
+            "joint_positions",
+            "gripper_open",
+            "eef_pos",
+            "eef_quat",
+        }
+        assert b["data/demo_0/obs/overhead_image"].shape[1:] == (24, 24, 3)
+        np.testing.assert_array_equal(a["data/demo_0/actions"], b["data/demo_0/actions"])
+        kwargs = json.loads(b["data"].attrs["env_args"])["env_kwargs"]
+        assert kwargs["cameras"] == ["overhead"] and kwargs["perturbation"] is not None
+        assert list(b["mask/valid"][()]) == list(a["mask/valid"][()])
+
+
+def test_expert_failure_is_reported(tmp_path, monkeypatch):
+    real = rec.run_episode
+
+    def failing(env, seed):
+        episode, _ = real(env, seed)
+        return episode, False
+
+    monkeypatch.setattr(rec, "run_episode", failing)
+    out = tmp_path / "x.hdf5"
+    with pytest.raises(StemobError, match="kept 0 of 1 demos in 2 attempts; failed seeds"):
+        record(
+            "lift_cube", 1, out, image_size=16, cameras=("front",), max_attempts=2, progress=False
+        )
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_bad_input(capsys, tmp_path):
+    assert main(["task=lift_cube", "episodes=1", f"out={tmp_path / 'a.hdf5'}", "cameras=sky"]) == 2
+    assert "camera" in capsys.readouterr().err
+    assert main(["task=lift_cube", "episodes=1"]) == 2
+    assert "missing option out" in capsys.readouterr().err
