@@ -9,7 +9,7 @@ export MUJOCO_GL ?= egl
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,17 +25,19 @@ demo: setup
 	$(BIN)/python -m stemob.demo --output_dir outputs/demo
 
 test: setup
-	$(BIN)/python -m pytest -q
-
-test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+test-fast: setup
+	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python benchmarks/bench_inversion.py
+	$(BIN)/python benchmarks/bench_inversion.py --model embedded
+	$(BIN)/python benchmarks/bench_envs.py
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -62,16 +63,26 @@ def main() -> None:
     parser.add_argument("--resets", type=int, default=30)
     parser.add_argument("--task", default="put_in_bowl")
     parser.add_argument("--size", type=int, default=96)
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="each figure is the median of this many runs"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/envs.json"))
     args = parser.parse_args()
     all_yaml = str(ROOT / "configs/perturbation/all.yaml")
+
+    def median(measure, *measure_args) -> float:
+        return statistics.median(measure(*measure_args) for _ in range(args.repeats))
+
     results = {
         "task": args.task,
         "image_size": args.size,
-        "steps_per_s_1cam": steps_per_second(args.task, ("front",), args.steps, args.size),
-        "steps_per_s_2cam": steps_per_second(args.task, ("front", "wrist"), args.steps, args.size),
-        "reset_ms": reset_ms(args.task, None, args.resets),
-        "reset_ms_all_perturbations": reset_ms(args.task, all_yaml, args.resets),
+        "repeats": args.repeats,
+        "steps_per_s_1cam": median(steps_per_second, args.task, ("front",), args.steps, args.size),
+        "steps_per_s_2cam": median(
+            steps_per_second, args.task, ("front", "wrist"), args.steps, args.size
+        ),
+        "reset_ms": median(reset_ms, args.task, None, args.resets),
+        "reset_ms_all_perturbations": median(reset_ms, args.task, all_yaml, args.resets),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"MUJOCO_GL={os.environ.get('MUJOCO_GL')}",
         "date": time.strftime("%Y-%m-%d"),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for the tabletop suite
 torch.set_num_threads(2)
 
 

@@ -28,11 +28,25 @@ def test_sd21_timestep_of_step_15_is_281():
 
 def test_timesteps_of_other_scheduler_configs():
     """sd-turbo's Euler config uses trailing spacing; SD 1.x's PNDM config leading with offset 1."""
-    turbo = {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-             "beta_end": 0.012, "num_train_timesteps": 1000, "timestep_spacing": "trailing", "steps_offset": 1}
+    turbo = {
+        "_class_name": "EulerDiscreteScheduler",
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "num_train_timesteps": 1000,
+        "timestep_spacing": "trailing",
+        "steps_offset": 1,
+    }
     assert timestep_for_step(turbo, 50, 15) == 299 and timestep_for_step(turbo, 50, 50) == 999
-    pndm = {"_class_name": "PNDMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-            "beta_end": 0.012, "num_train_timesteps": 1000, "skip_prk_steps": True, "steps_offset": 1}
+    pndm = {
+        "_class_name": "PNDMScheduler",
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "num_train_timesteps": 1000,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+    }
     assert timestep_for_step(pndm, 50, 15) == 281
     with pytest.raises(StemobError, match="exceeds the model's 1000 training timesteps"):
         timestep_for_step(pndm, 1001, 1)

@@ -29,15 +29,33 @@ def test_procedural_images_are_deterministic_in_range_and_varied():
 def _tiny_config(unet_steps: int = 3) -> PriorConfig:
     phase = {"minutes": 5.0, "batch_size": 2, "image_size": 32, "warmup_steps": 1, "bf16": False}
     return PriorConfig(
-        vae={"block_out_channels": [8, 16, 16], "down_block_types": ["DownEncoderBlock2D"] * 3,
-             "up_block_types": ["UpDecoderBlock2D"] * 3, "latent_channels": 4, "layers_per_block": 1,
-             "norm_num_groups": 8, "sample_size": 32},
-        unet={"block_out_channels": [16, 16], "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-              "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1, "norm_num_groups": 8,
-              "in_channels": 4, "out_channels": 4, "sample_size": 8},
+        vae={
+            "block_out_channels": [8, 16, 16],
+            "down_block_types": ["DownEncoderBlock2D"] * 3,
+            "up_block_types": ["UpDecoderBlock2D"] * 3,
+            "latent_channels": 4,
+            "layers_per_block": 1,
+            "norm_num_groups": 8,
+            "sample_size": 32,
+        },
+        unet={
+            "block_out_channels": [16, 16],
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+            "layers_per_block": 1,
+            "norm_num_groups": 8,
+            "in_channels": 4,
+            "out_channels": 4,
+            "sample_size": 8,
+        },
         vae_phase=PhaseConfig(**phase, max_steps=3, crop_size=24),
         unet_phase=PhaseConfig(**phase, max_steps=unet_steps),
-        scale_images=4, scale_image_size=32, eval_images=2, eval_size=32, checkpoint_minutes=0.0, log_every=1,
+        scale_images=4,
+        scale_image_size=32,
+        eval_images=2,
+        eval_size=32,
+        checkpoint_minutes=0.0,
+        log_every=1,
     )
 
 
@@ -50,7 +68,10 @@ def test_training_writes_a_loadable_folder_and_resumes(tmp_path):
     assert summary["vae_steps"] == 3 and summary["unet_steps"] == 3
     model = load_model(str(out), with_unet=True)
     assert model.unet is not None and next(model.vae.parameters()).dtype == torch.float32
-    assert model.scaling_factor == pytest.approx(summary["scaling_factor"]) and model.scaling_factor > 0
+    assert (
+        model.scaling_factor == pytest.approx(summary["scaling_factor"])
+        and model.scaling_factor > 0
+    )
     assert model.scheduler_config["prediction_type"] == "epsilon"
     index = json.loads((out / "model_index.json").read_text())
     assert index["unet"] == ["diffusers", "UNet2DModel"]
@@ -81,4 +102,6 @@ def test_fine_tuning_starts_from_a_folder_and_mixes_user_images(tmp_path):
     config.user_image_fraction = 1.0
     tuned = train(config, tmp_path / "tuned", tmp_path / "work1", init_from=base, images=frames)
     assert tuned["vae_steps"] == 1 and tuned["unet_steps"] == 1
-    assert tuned["scaling_factor"] == pytest.approx(first["scaling_factor"])  # kept from the base model
+    assert tuned["scaling_factor"] == pytest.approx(
+        first["scaling_factor"]
+    )  # kept from the base model

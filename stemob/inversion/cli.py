@@ -58,7 +58,10 @@ def add_inversion_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
     run.add_argument(
-        "--batch_size", type=int, default=8, help="frames per model call (default 8; raise it on a GPU)"
+        "--batch_size",
+        type=int,
+        default=8,
+        help="frames per model call (default 8; raise it on a GPU)",
     )
 
 

@@ -41,7 +41,11 @@ def _smoothstep(t: Array) -> Array:
 
 
 def value_noise(
-    rng: np.random.Generator, size: int, channels: int = 1, base_cells: int = 2, octaves: int = 4,
+    rng: np.random.Generator,
+    size: int,
+    channels: int = 1,
+    base_cells: int = 2,
+    octaves: int = 4,
     persistence: float = 0.5,
 ) -> Array:
     """Multi-scale value noise (size, size, channels), stretched to [0, 1]."""
@@ -79,9 +83,13 @@ def _sharpen(t: Array, rng: np.random.Generator) -> Array:
 def noise_texture(rng: np.random.Generator, size: int) -> Array:
     """Coloured value noise: two-colour ramp or independent channels."""
     if rng.random() < 0.6:
-        n = value_noise(rng, size, 1, int(rng.integers(1, 6)), int(rng.integers(2, 6)), rng.uniform(0.35, 0.7))
+        n = value_noise(
+            rng, size, 1, int(rng.integers(1, 6)), int(rng.integers(2, 6)), rng.uniform(0.35, 0.7)
+        )
         return _lerp_colours(n[..., 0], random_colour(rng), random_colour(rng))
-    n = value_noise(rng, size, 3, int(rng.integers(1, 5)), int(rng.integers(2, 6)), rng.uniform(0.35, 0.7))
+    n = value_noise(
+        rng, size, 3, int(rng.integers(1, 5)), int(rng.integers(2, 6)), rng.uniform(0.35, 0.7)
+    )
     return n * rng.uniform(0.4, 1.0) + rng.uniform(0.0, 0.4)
 
 
@@ -89,7 +97,9 @@ def stripes_texture(rng: np.random.Generator, size: int) -> Array:
     """Stripes at a random angle and frequency, optionally warped by noise (wood-like)."""
     y, x = _coords(size)
     angle = rng.uniform(0, np.pi)
-    phase = 2 * np.pi * rng.uniform(1.0, 14.0) * (x * np.cos(angle) + y * np.sin(angle)) + rng.uniform(0, 6.3)
+    phase = 2 * np.pi * rng.uniform(1.0, 14.0) * (
+        x * np.cos(angle) + y * np.sin(angle)
+    ) + rng.uniform(0, 6.3)
     if rng.random() < 0.4:
         phase = phase + rng.uniform(1.0, 8.0) * value_noise(rng, size, 1, 2, 3)[..., 0]
     return _lerp_colours(_sharpen(np.sin(phase), rng), random_colour(rng), random_colour(rng))
@@ -102,7 +112,9 @@ def checker_texture(rng: np.random.Generator, size: int) -> Array:
     u = x * np.cos(angle) + y * np.sin(angle)
     v = -x * np.sin(angle) + y * np.cos(angle)
     freq = rng.uniform(1.5, 10.0)
-    field = np.sin(2 * np.pi * freq * u + rng.uniform(0, 6.3)) * np.sin(2 * np.pi * freq * v + rng.uniform(0, 6.3))
+    field = np.sin(2 * np.pi * freq * u + rng.uniform(0, 6.3)) * np.sin(
+        2 * np.pi * freq * v + rng.uniform(0, 6.3)
+    )
     return _lerp_colours(_sharpen(field * 3.0, rng), random_colour(rng), random_colour(rng))
 
 
@@ -127,7 +139,9 @@ def flat_texture(rng: np.random.Generator, size: int) -> Array:
 TEXTURES = (flat_texture, noise_texture, stripes_texture, checker_texture, gradient_texture)
 
 
-def random_texture(rng: np.random.Generator, size: int, weights: tuple[float, ...] = (0.3, 0.25, 0.15, 0.1, 0.2)) -> Array:
+def random_texture(
+    rng: np.random.Generator, size: int, weights: tuple[float, ...] = (0.3, 0.25, 0.15, 0.1, 0.2)
+) -> Array:
     """One texture from ``TEXTURES`` chosen with ``weights``."""
     index = rng.choice(len(TEXTURES), p=np.asarray(weights) / np.sum(weights))
     return TEXTURES[index](rng, size)
@@ -159,7 +173,9 @@ def shape_sdf(rng: np.random.Generator, size: int, centre: Array, radius: float)
     ex, ey = np.roll(px, -1) - px, np.roll(py, -1) - py
     length = np.maximum(np.hypot(ex, ey), 1e-6)
     nx, ny = ey / length, -ex / length
-    flip = np.where(-(px * nx + py * ny) > 0, -1.0, 1.0)  # make the normals point away from the centre
+    flip = np.where(
+        -(px * nx + py * ny) > 0, -1.0, 1.0
+    )  # make the normals point away from the centre
     nx, ny = nx * flip, ny * flip
     dist = (u[..., None] - px) * nx + (v[..., None] - py) * ny
     return dist.max(axis=-1)
@@ -174,8 +190,10 @@ def _shading(rng: np.random.Generator, size: int, centre: Array, radius: float) 
     strength = rng.uniform(0.0, 0.5)
     if rng.random() < 0.5:
         return (1.0 + strength * np.clip(t, -1, 1))[..., None]
-    highlight = np.exp(-((x - centre[1] - 0.4 * radius * lx) ** 2 + (y - centre[0] - 0.4 * radius * ly) ** 2)
-                       / (0.5 * radius**2 + 1e-6))
+    highlight = np.exp(
+        -((x - centre[1] - 0.4 * radius * lx) ** 2 + (y - centre[0] - 0.4 * radius * ly) ** 2)
+        / (0.5 * radius**2 + 1e-6)
+    )
     return (1.0 - strength + 2 * strength * highlight)[..., None]
 
 
@@ -191,7 +209,9 @@ def paste_object(
         shadow_sdf = np.roll(sdf, shift=(int(offset_px[0]) + 1, int(offset_px[1])), axis=(0, 1))
         mask = _soft_mask(shadow_sdf, rng.uniform(2.0, 8.0), size)
         image = image * (1.0 - rng.uniform(0.2, 0.6) * mask[..., None])
-    fill = random_texture(rng, size, (0.5, 0.2, 0.1, 0.05, 0.15)) * _shading(rng, size, centre, radius)
+    fill = random_texture(rng, size, (0.5, 0.2, 0.1, 0.05, 0.15)) * _shading(
+        rng, size, centre, radius
+    )
     edge = 1.0 if rng.random() < 0.75 else rng.uniform(2.0, 6.0)
     mask = _soft_mask(sdf, edge, size)[..., None]
     return image * (1.0 - mask) + np.clip(fill, 0, 1) * mask
@@ -209,7 +229,9 @@ def _arm(rng: np.random.Generator, image: Array) -> Array:
         heading += rng.uniform(-0.9, 0.9)
         end = point + rng.uniform(0.15, 0.35) * np.array([np.sin(heading), np.cos(heading)])
         seg = end - point
-        t = np.clip(((y - point[0]) * seg[0] + (x - point[1]) * seg[1]) / max(float(seg @ seg), 1e-6), 0, 1)
+        t = np.clip(
+            ((y - point[0]) * seg[0] + (x - point[1]) * seg[1]) / max(float(seg @ seg), 1e-6), 0, 1
+        )
         dist = np.hypot(y - point[0] - t * seg[0], x - point[1] - t * seg[1]) - width
         shade = 1.0 - 0.35 * np.clip(dist / width + 1.0, 0, 1)  # darker towards the link's rim
         mask = _soft_mask(dist, 1.0, size)[..., None]
@@ -224,7 +246,9 @@ def tabletop_scene(rng: np.random.Generator, size: int) -> Array:
     horizon = rng.uniform(0.0, 0.5)
     wall = random_texture(rng, size, (0.4, 0.2, 0.05, 0.05, 0.3))
     table = random_texture(rng, size, (0.35, 0.2, 0.25, 0.1, 0.1))
-    table = table * (1.0 - rng.uniform(0, 0.3) * (1.0 - y[..., None]))  # light falls off with distance
+    table = table * (
+        1.0 - rng.uniform(0, 0.3) * (1.0 - y[..., None])
+    )  # light falls off with distance
     mask = _soft_mask(horizon - y, rng.choice([1.0, 3.0]), size)[..., None]
     image = wall * (1 - mask) + table * mask
     for _ in range(int(rng.integers(1, 6))):
@@ -240,7 +264,13 @@ def shapes_on_texture(rng: np.random.Generator, size: int) -> Array:
     """2-8 random shapes of random sizes layered over a random texture."""
     image = random_texture(rng, size)
     for _ in range(int(rng.integers(2, 9))):
-        image = paste_object(rng, image, rng.uniform(0, 1, size=2), rng.uniform(0.03, 0.35), shadow=rng.random() < 0.4)
+        image = paste_object(
+            rng,
+            image,
+            rng.uniform(0, 1, size=2),
+            rng.uniform(0.03, 0.35),
+            shadow=rng.random() < 0.4,
+        )
     return image
 
 
@@ -292,7 +322,11 @@ def procedural_image(rng: np.random.Generator, size: int = 64) -> Array:
 
 
 def procedural_batch(
-    seed: int | np.random.Generator | tuple[int, ...], count: int, size: int = 64, *, as_float: bool = False
+    seed: int | np.random.Generator | tuple[int, ...],
+    count: int,
+    size: int = 64,
+    *,
+    as_float: bool = False,
 ) -> Array:
     """``count`` procedural images (count, size, size, 3): uint8, or float32 in [-1, 1] with ``as_float``.
 
@@ -300,9 +334,15 @@ def procedural_batch(
     always gives the same images.
     """
     if count < 0 or size < 8:
-        raise ValueError(f"procedural_batch: need count >= 0 and size >= 8, got count={count}, size={size}")
+        raise ValueError(
+            f"procedural_batch: need count >= 0 and size >= 8, got count={count}, size={size}"
+        )
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    images = np.stack([procedural_image(rng, size) for _ in range(count)]) if count else np.zeros((0, size, size, 3), np.float32)
+    images = (
+        np.stack([procedural_image(rng, size) for _ in range(count)])
+        if count
+        else np.zeros((0, size, size, 3), np.float32)
+    )
     if as_float:
         return images * 2.0 - 1.0
     return np.round(images * 255.0).astype(np.uint8)

@@ -135,13 +135,21 @@ class PhaseConfig:
 
     def __post_init__(self) -> None:
         if self.minutes < 0 or (self.max_steps is not None and self.max_steps < 0):
-            raise ConfigError(f"phase minutes and max_steps must be >= 0, got {self.minutes}, {self.max_steps}")
+            raise ConfigError(
+                f"phase minutes and max_steps must be >= 0, got {self.minutes}, {self.max_steps}"
+            )
         if self.batch_size < 1 or self.image_size < 8:
-            raise ConfigError(f"batch_size >= 1 and image_size >= 8 expected, got {self.batch_size}, {self.image_size}")
+            raise ConfigError(
+                f"batch_size >= 1 and image_size >= 8 expected, got {self.batch_size}, {self.image_size}"
+            )
         if self.crop_size is not None and not 8 <= self.crop_size <= self.image_size:
-            raise ConfigError(f"crop_size must be None or in [8, image_size={self.image_size}], got {self.crop_size}")
+            raise ConfigError(
+                f"crop_size must be None or in [8, image_size={self.image_size}], got {self.crop_size}"
+            )
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"lr > 0 and 0 <= min_lr_ratio <= 1 expected, got {self.lr}, {self.min_lr_ratio}")
+            raise ConfigError(
+                f"lr > 0 and 0 <= min_lr_ratio <= 1 expected, got {self.lr}, {self.min_lr_ratio}"
+            )
 
 
 @dataclass
@@ -151,8 +159,12 @@ class PriorConfig:
     seed: int = 0
     vae: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_VAE))
     unet: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_UNET))
-    vae_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(minutes=22.0, crop_size=48, lr=8e-4))
-    unet_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(minutes=12.0, batch_size=32, lr=3e-4))
+    vae_phase: PhaseConfig = field(
+        default_factory=lambda: PhaseConfig(minutes=22.0, crop_size=48, lr=8e-4)
+    )
+    unet_phase: PhaseConfig = field(
+        default_factory=lambda: PhaseConfig(minutes=12.0, batch_size=32, lr=3e-4)
+    )
     kl_weight: float = 1e-6
     l1_weight: float = 1.0
     mse_weight: float = 1.0
@@ -171,7 +183,9 @@ class PriorConfig:
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(PhaseConfig, value, name))
         if not 0.0 <= self.user_image_fraction <= 1.0:
-            raise ConfigError(f"user_image_fraction must be in [0, 1], got {self.user_image_fraction}")
+            raise ConfigError(
+                f"user_image_fraction must be in [0, 1], got {self.user_image_fraction}"
+            )
         if self.scale_images < 1 or self.eval_images < 1 or self.log_every < 1:
             raise ConfigError("scale_images, eval_images and log_every must be >= 1")
 
@@ -211,14 +225,19 @@ class UserImages:
 
         files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ConfigError(f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+            raise ConfigError(
+                f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found"
+            )
         self.images: list[np.ndarray] = []
         for path in files[:limit]:
             with Image.open(path) as image:
                 image = image.convert("RGB")
                 scale = 2 * size / min(image.size)
                 if scale < 1:
-                    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+                    image = image.resize(
+                        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.BILINEAR,
+                    )
                 self.images.append(np.asarray(image))
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -229,13 +248,20 @@ class UserImages:
         h, w = image.shape[:2]
         side = int(rng.integers(max(1, min(h, w) // 2), min(h, w) + 1))
         y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-        crop = Image.fromarray(image[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
+        crop = Image.fromarray(image[y : y + side, x : x + side]).resize(
+            (size, size), Image.BILINEAR
+        )
         out = np.asarray(crop, dtype=np.float32) / 255.0
         return out[:, ::-1] if rng.random() < 0.5 else out
 
 
 def training_batch(
-    seed: int, phase: str, step: int, cfg: PhaseConfig, user: UserImages | None = None, user_fraction: float = 0.0
+    seed: int,
+    phase: str,
+    step: int,
+    cfg: PhaseConfig,
+    user: UserImages | None = None,
+    user_fraction: float = 0.0,
 ) -> torch.Tensor:
     """The batch of step ``step`` of ``phase``: (B, 3, S, S) float in [-1, 1], a pure function of its inputs."""
     rng = np.random.default_rng([seed, PHASE_IDS[phase], step])
@@ -247,7 +273,9 @@ def training_batch(
     if cfg.crop_size is not None and cfg.crop_size < cfg.image_size:
         c, span = cfg.crop_size, cfg.image_size - cfg.crop_size + 1
         offsets = rng.integers(0, span, size=(len(images), 2))
-        images = np.stack([im[y:y + c, x:x + c] for im, (y, x) in zip(images, offsets, strict=True)])
+        images = np.stack(
+            [im[y : y + c, x : x + c] for im, (y, x) in zip(images, offsets, strict=True)]
+        )
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
@@ -272,7 +300,14 @@ def noise_scheduler() -> Any:
     """The training noise schedule (DDPM form of :data:`SCHEDULER_CONFIG`)."""
     from diffusers import DDPMScheduler
 
-    keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type", "clip_sample")
+    keys = (
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "num_train_timesteps",
+        "prediction_type",
+        "clip_sample",
+    )
     return DDPMScheduler(**{k: SCHEDULER_CONFIG[k] for k in keys})
 
 
@@ -285,7 +320,9 @@ def count_parameters(model: torch.nn.Module) -> int:
 def measure_latent_std(vae: torch.nn.Module, images: torch.Tensor, chunk: int = 32) -> float:
     """Standard deviation of the VAE's latent modes over ``images`` ((N, 3, H, W) in [-1, 1])."""
     vae.eval()
-    latents = [vae.encode(images[i:i + chunk]).latent_dist.mode() for i in range(0, len(images), chunk)]
+    latents = [
+        vae.encode(images[i : i + chunk]).latent_dist.mode() for i in range(0, len(images), chunk)
+    ]
     return float(torch.cat(latents).float().std())
 
 
@@ -295,7 +332,7 @@ def reconstruction_psnr(vae: torch.nn.Module, images: torch.Tensor, chunk: int =
     vae.eval()
     values = []
     for i in range(0, len(images), chunk):
-        x = images[i:i + chunk]
+        x = images[i : i + chunk]
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
         mse = (((rec - x) / 2.0) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
         values.append(10.0 * torch.log10(1.0 / mse))
@@ -304,7 +341,9 @@ def reconstruction_psnr(vae: torch.nn.Module, images: torch.Tensor, chunk: int =
 
 def eval_images(config: PriorConfig) -> torch.Tensor:
     """The held-out procedural images (never seen in training: their own seed)."""
-    images = procedural_batch([config.eval_seed, 999], config.eval_images, config.eval_size, as_float=True)
+    images = procedural_batch(
+        [config.eval_seed, 999], config.eval_images, config.eval_size, as_float=True
+    )
     return torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
 
 
@@ -325,29 +364,45 @@ class PriorTrainer:
     """Owns the models, optimisers, counters and work dir of one (resumable) training run."""
 
     def __init__(
-        self, config: PriorConfig, work_dir: str | Path, *, init_from: str | Path | None = None,
+        self,
+        config: PriorConfig,
+        work_dir: str | Path,
+        *,
+        init_from: str | Path | None = None,
         images: str | Path | None = None,
     ) -> None:
         self.config = config
         self.work_dir = Path(work_dir)
         self.user = UserImages(images, config.vae_phase.image_size) if images else None
-        self.counters: dict[str, float] = {"vae_step": 0, "vae_seconds": 0.0, "unet_step": 0, "unet_seconds": 0.0,
-                                           "vae_loss": float("nan"), "unet_loss": float("nan"),
-                                           "scaling_factor": 0.0}
+        self.counters: dict[str, float] = {
+            "vae_step": 0,
+            "vae_seconds": 0.0,
+            "unet_step": 0,
+            "unet_seconds": 0.0,
+            "vae_loss": float("nan"),
+            "unet_loss": float("nan"),
+            "scaling_factor": 0.0,
+        }
         torch.manual_seed(config.seed)
         self.vae, self.unet = self._initial_models(init_from)
         self.optimizers = {name: self._optimizer(name) for name in PHASES}
 
-    def _initial_models(self, init_from: str | Path | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    def _initial_models(
+        self, init_from: str | Path | None
+    ) -> tuple[torch.nn.Module, torch.nn.Module]:
         if init_from is None:
             return build_vae(self.config.vae), build_unet(self.config.unet)
         from diffusers import AutoencoderKL, UNet2DModel
 
         folder = Path(init_from)
         if not (folder / "vae" / "config.json").is_file():
-            raise ConfigError(f"--init_from {folder}: expected a diffusers folder with vae/config.json")
+            raise ConfigError(
+                f"--init_from {folder}: expected a diffusers folder with vae/config.json"
+            )
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
-        self.counters["scaling_factor"] = float(vae.config.scaling_factor)  # keep it: the UNet was trained on it
+        self.counters["scaling_factor"] = float(
+            vae.config.scaling_factor
+        )  # keep it: the UNet was trained on it
         if (folder / "unet" / "config.json").is_file():
             unet = UNet2DModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
         else:
@@ -360,7 +415,9 @@ class PriorTrainer:
 
     def _optimizer(self, phase: str) -> torch.optim.Optimizer:
         cfg = self.config.phase(phase)
-        return torch.optim.AdamW(self.model(phase).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            self.model(phase).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
 
     # ---- state
     @property
@@ -373,9 +430,12 @@ class PriorTrainer:
         state = {
             "vae_arch": json.dumps(dict(self.vae.config), default=str),
             "unet_arch": json.dumps(dict(self.unet.config), default=str),
-            "vae": self.vae.state_dict(), "unet": self.unet.state_dict(),
-            "vae_opt": self.optimizers["vae"].state_dict(), "unet_opt": self.optimizers["unet"].state_dict(),
-            "counters": dict(self.counters), "torch_rng": torch.get_rng_state(),
+            "vae": self.vae.state_dict(),
+            "unet": self.unet.state_dict(),
+            "vae_opt": self.optimizers["vae"].state_dict(),
+            "unet_opt": self.optimizers["unet"].state_dict(),
+            "counters": dict(self.counters),
+            "torch_rng": torch.get_rng_state(),
         }
         tmp = self.state_path.with_suffix(f".tmp{os.getpid()}")
         torch.save(state, tmp)
@@ -431,14 +491,21 @@ class PriorTrainer:
             self._scheduler = noise_scheduler()
             self.vae.eval().requires_grad_(False)
         model.train().requires_grad_(True)
-        step, seconds = int(self.counters[f"{phase}_step"]), float(self.counters[f"{phase}_seconds"])
+        step, seconds = (
+            int(self.counters[f"{phase}_step"]),
+            float(self.counters[f"{phase}_seconds"]),
+        )
         budget = cfg.minutes * 60.0
         rows: list[list[Any]] = []
         last_save = time.monotonic()
-        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{phase}", mininterval=2.0, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps, initial=step, desc=f"{phase}", mininterval=2.0, dynamic_ncols=True
+        )
         while seconds < budget and (cfg.max_steps is None or step < cfg.max_steps):
             start = time.monotonic()
-            x = training_batch(self.config.seed, phase, step, cfg, self.user, self.config.user_image_fraction)
+            x = training_batch(
+                self.config.seed, phase, step, cfg, self.user, self.config.user_image_fraction
+            )
             lr = _lr_at(cfg, step, seconds)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -451,11 +518,26 @@ class PriorTrainer:
             loss_value = loss.item()
             step += 1
             seconds += time.monotonic() - start
-            self.counters.update({f"{phase}_step": step, f"{phase}_seconds": seconds, f"{phase}_loss": loss_value})
+            self.counters.update(
+                {f"{phase}_step": step, f"{phase}_seconds": seconds, f"{phase}_loss": loss_value}
+            )
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", min=f"{seconds / 60:.1f}/{cfg.minutes:.1f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_value:.4f}", min=f"{seconds / 60:.1f}/{cfg.minutes:.1f}", refresh=False
+            )
             if step % self.config.log_every == 0:
-                rows.append([phase, step, round(seconds, 2), loss_value, parts["l1"], parts["mse"], parts["kl"], lr])
+                rows.append(
+                    [
+                        phase,
+                        step,
+                        round(seconds, 2),
+                        loss_value,
+                        parts["l1"],
+                        parts["mse"],
+                        parts["kl"],
+                        lr,
+                    ]
+                )
             if time.monotonic() - last_save >= self.config.checkpoint_minutes * 60.0:
                 self._checkpoint(rows)
                 last_save = time.monotonic()
@@ -473,8 +555,15 @@ class PriorTrainer:
         """Set the VAE's scaling_factor to 1 / std of latent modes of procedural images (once)."""
         if self.counters["scaling_factor"] <= 0:
             cfg = self.config
-            images = procedural_batch([cfg.seed, PHASE_IDS["scale"]], cfg.scale_images, cfg.scale_image_size, as_float=True)
-            std = measure_latent_std(self.vae, torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+            images = procedural_batch(
+                [cfg.seed, PHASE_IDS["scale"]],
+                cfg.scale_images,
+                cfg.scale_image_size,
+                as_float=True,
+            )
+            std = measure_latent_std(
+                self.vae, torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+            )
             self.counters["scaling_factor"] = 1.0 / max(std, 1e-6)
             self.save_state()
         self.vae.register_to_config(scaling_factor=float(self.counters["scaling_factor"]))
@@ -498,7 +587,9 @@ def _trim_log(path: Path, steps: dict[str, int]) -> None:
         return
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
-    kept = [rows[0]] + [r for r in rows[1:] if len(r) >= 2 and r[0] in steps and int(r[1]) <= steps[r[0]]]
+    kept = [rows[0]] + [
+        r for r in rows[1:] if len(r) >= 2 and r[0] in steps and int(r[1]) <= steps[r[0]]
+    ]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as handle:
         csv.writer(handle).writerows(kept)
@@ -516,12 +607,20 @@ def export_folder(trainer: PriorTrainer, out: str | Path, summary: dict[str, Any
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    copy.deepcopy(trainer.vae).to(torch.float16).save_pretrained(tmp / "vae", safe_serialization=True)
-    copy.deepcopy(trainer.unet).to(torch.float16).save_pretrained(tmp / "unet", safe_serialization=True)
+    copy.deepcopy(trainer.vae).to(torch.float16).save_pretrained(
+        tmp / "vae", safe_serialization=True
+    )
+    copy.deepcopy(trainer.unet).to(torch.float16).save_pretrained(
+        tmp / "unet", safe_serialization=True
+    )
     DDIMScheduler.from_config(SCHEDULER_CONFIG).save_pretrained(tmp / "scheduler")
-    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
-             "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DModel"],
-             "scheduler": ["diffusers", "DDIMScheduler"]}
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.30.0",
+        "vae": ["diffusers", "AutoencoderKL"],
+        "unet": ["diffusers", "UNet2DModel"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     shipped = AutoencoderKL.from_pretrained(tmp, subfolder="vae", torch_dtype=torch.float32)
     summary["eval_psnr_db"] = round(reconstruction_psnr(shipped, eval_images(trainer.config)), 3)
@@ -537,18 +636,23 @@ def export_folder(trainer: PriorTrainer, out: str | Path, summary: dict[str, Any
     return out
 
 
-def _summary(trainer: PriorTrainer, init_from: str | Path | None, images: str | Path | None) -> dict[str, Any]:
+def _summary(
+    trainer: PriorTrainer, init_from: str | Path | None, images: str | Path | None
+) -> dict[str, Any]:
     c = trainer.counters
     return {
         "version": "v0" if init_from is None else "fine-tuned",
         "init_from": str(init_from) if init_from else None,
         "user_images": str(images) if images else None,
-        "vae_steps": int(c["vae_step"]), "vae_minutes": round(c["vae_seconds"] / 60, 2),
+        "vae_steps": int(c["vae_step"]),
+        "vae_minutes": round(c["vae_seconds"] / 60, 2),
         "vae_final_loss": c["vae_loss"],
-        "unet_steps": int(c["unet_step"]), "unet_minutes": round(c["unet_seconds"] / 60, 2),
+        "unet_steps": int(c["unet_step"]),
+        "unet_minutes": round(c["unet_seconds"] / 60, 2),
         "unet_final_loss": c["unet_loss"],
         "scaling_factor": c["scaling_factor"],
-        "vae_parameters": count_parameters(trainer.vae), "unet_parameters": count_parameters(trainer.unet),
+        "vae_parameters": count_parameters(trainer.vae),
+        "unet_parameters": count_parameters(trainer.unet),
         "eval": f"{trainer.config.eval_images} held-out procedural images at {trainer.config.eval_size}x{trainer.config.eval_size}",
         "torch_threads": torch.get_num_threads(),
         "config": dataclasses.asdict(trainer.config),
@@ -556,8 +660,15 @@ def _summary(trainer: PriorTrainer, init_from: str | Path | None, images: str | 
 
 
 def train(
-    config: PriorConfig, out: str | Path, work_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-    minutes: float | None = None, init_from: str | Path | None = None, images: str | Path | None = None,
+    config: PriorConfig,
+    out: str | Path,
+    work_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    minutes: float | None = None,
+    init_from: str | Path | None = None,
+    images: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) both phases and export the folder; returns the training summary."""
     if minutes is not None:  # split a total budget over the phases in the config's proportions
@@ -566,7 +677,9 @@ def train(
             cfg.minutes = minutes * (cfg.minutes / total if total > 0 else 0.5)
     work = Path(work_dir)
     if (work / STATE_FILE).exists() and not (resume or overwrite):
-        raise ConfigError(f"{work / STATE_FILE} exists: pass --resume to continue it or --overwrite to start over")
+        raise ConfigError(
+            f"{work / STATE_FILE} exists: pass --resume to continue it or --overwrite to start over"
+        )
     if overwrite and not resume:
         for name in (STATE_FILE, LOG_FILE):
             (work / name).unlink(missing_ok=True)
@@ -584,21 +697,39 @@ def train(
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="JSON recipe, e.g. configs/prior/embedded.json")
+    parser.add_argument(
+        "--config", required=True, help="JSON recipe, e.g. configs/prior/embedded.json"
+    )
     parser.add_argument("--out", default="stemob/priors/embedded", help="diffusers folder to write")
     parser.add_argument("--work_dir", default="runs/prior", help="training state and loss log")
-    parser.add_argument("--minutes", type=float, default=None, help="total time budget, split over the phases")
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="total time budget, split over the phases"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the state in --work_dir")
-    parser.add_argument("--overwrite", action="store_true", help="discard a state in --work_dir and start over")
-    parser.add_argument("--init_from", default=None, help="start from this diffusers folder (vae/, unet/)")
-    parser.add_argument("--images", default=None, help="folder of your own frames mixed into every batch")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard a state in --work_dir and start over"
+    )
+    parser.add_argument(
+        "--init_from", default=None, help="start from this diffusers folder (vae/, unet/)"
+    )
+    parser.add_argument(
+        "--images", default=None, help="folder of your own frames mixed into every batch"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     try:
-        summary = train(load_config(args.config), args.out, args.work_dir, resume=args.resume,
-                        overwrite=args.overwrite, minutes=args.minutes, init_from=args.init_from, images=args.images)
+        summary = train(
+            load_config(args.config),
+            args.out,
+            args.work_dir,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            minutes=args.minutes,
+            init_from=args.init_from,
+            images=args.images,
+        )
     except StemobError as error:
         sys.exit(f"error: {error}")
     shown = {k: v for k, v in summary.items() if k != "config"}
