@@ -10,15 +10,18 @@ Fine-tune on your own frames (starts from an existing diffusers folder, mixes in
     python -m stemob.priors.train --config configs/prior/finetune.json \
         --init_from stemob/priors/embedded --images my_frames/ --out my_prior --work_dir runs/ft
 
-Phase 1 trains the VAE (4 latent channels, 4x down-sampling) on procedural images with
+Phase 1 trains the VAE (4 latent channels, 4x down-sampling) on procedural images mixed with
+renders of the tabletop suite (share ``tabletop_fraction``; ``train`` texture pool only) with
 L1 + MSE reconstruction loss and a tiny KL weight. Then the VAE's ``scaling_factor`` is set to
 1 / std of the latents (``latent_dist.mode()``) of ``scale_images`` procedural images. Phase 2
-trains the UNet on the scaled latents (``latent_dist.sample()``) with epsilon prediction under
+trains the UNet on the scaled latents (``latent_dist.sample()``) of the same mix with epsilon prediction under
 Stable Diffusion's scaled-linear schedule (1000 steps, betas 0.00085..0.012). Each phase stops
 at its ``max_steps`` or its time budget, whichever comes first; ``--resume`` continues each
 phase to its (possibly raised) limits. The result is written atomically as a diffusers folder in
 float16 (``vae/``, ``unet/``, ``scheduler/``, ``model_index.json``, ``training_summary.json``);
-a ``README.md`` already in ``--out`` is kept.
+a ``README.md`` and a ``samples.png`` already in ``--out`` are kept. To train longer later, raise
+the budgets (``--minutes`` or the config) and pass ``--resume``: each phase continues from its
+saved step (the ``scaling_factor`` measured after the first VAE phase is kept).
 
 Work dir: ``state.pt`` (models, optimisers, steps, seconds, torch RNG; saved atomically every
 ``checkpoint_minutes`` and at the end of each phase; loaded with ``weights_only=True``) and
@@ -37,6 +40,16 @@ Config keys (JSON; every key optional, defaults in :class:`PriorConfig` / :class
     checkpoint_minutes: how often the training state is saved.
     log_every: steps between CSV rows.
     user_image_fraction: share of each batch drawn from ``--images`` (when given).
+    tabletop_fraction: share of each batch drawn from a pool of tabletop-suite renders (0: none).
+    tabletop_episodes, tabletop_frames_per_episode, tabletop_seed: the render pool: episodes of
+        random tasks and reset seeds, each run for a random number of steps (scripted expert mixed
+        with random actions) and captured at random steps from every camera in ``tabletop_cameras``
+        at ``tabletop_image_size`` px. It is rendered once (about 2 minutes) and cached in the work
+        dir (``renders_train.npz``), outside the phases' time budgets.
+    tabletop_perturbation: perturbation YAML of the pool; every ``texture_pool`` is forced to
+        ``train`` (the ``eval`` pool is never used for training).
+    eval_render_episodes, eval_render_seed: held-out renders with every ``texture_pool`` forced to
+        ``eval`` (other reset seeds) for the PSNR/SSIM in the summary (0: none).
 """
 
 from __future__ import annotations
@@ -176,12 +189,24 @@ class PriorConfig:
     checkpoint_minutes: float = 2.0
     log_every: int = 10
     user_image_fraction: float = 0.5
+    tabletop_fraction: float = 0.0
+    tabletop_episodes: int = 300
+    tabletop_frames_per_episode: int = 5
+    tabletop_seed: int = 100_000
+    tabletop_perturbation: str = "configs/perturbation/all.yaml"
+    tabletop_image_size: int = 96
+    tabletop_cameras: tuple[str, ...] = ("front", "wrist", "overhead")
+    eval_render_episodes: int = 0
+    eval_render_seed: int = 900_000
 
     def __post_init__(self) -> None:
         for name in ("vae_phase", "unet_phase"):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(PhaseConfig, value, name))
+        if not 0.0 <= self.tabletop_fraction <= 1.0:
+            raise ConfigError(f"tabletop_fraction must be in [0, 1], got {self.tabletop_fraction}")
+        self.tabletop_cameras = tuple(self.tabletop_cameras)
         if not 0.0 <= self.user_image_fraction <= 1.0:
             raise ConfigError(
                 f"user_image_fraction must be in [0, 1], got {self.user_image_fraction}"
@@ -262,21 +287,155 @@ def training_batch(
     cfg: PhaseConfig,
     user: UserImages | None = None,
     user_fraction: float = 0.0,
+    renders: np.ndarray | None = None,
+    render_fraction: float = 0.0,
 ) -> torch.Tensor:
-    """The batch of step ``step`` of ``phase``: (B, 3, S, S) float in [-1, 1], a pure function of its inputs."""
+    """The batch of step ``step`` of ``phase``: (B, 3, S, S) float in [-1, 1], a pure function of its inputs.
+
+    ``renders`` (uint8 (N, R, R, 3), R >= the output side) are drawn with share ``render_fraction``
+    (random crops to the output side, random horizontal flips).
+    """
     rng = np.random.default_rng([seed, PHASE_IDS[phase], step])
     n_user = int(rng.binomial(cfg.batch_size, user_fraction)) if user is not None else 0
-    images = procedural_batch(rng, cfg.batch_size - n_user, cfg.image_size, as_float=True)
+    n_render = 0
+    if renders is not None and len(renders) and render_fraction > 0:
+        n_render = int(rng.binomial(cfg.batch_size - n_user, render_fraction))
+    images = procedural_batch(
+        rng, cfg.batch_size - n_user - n_render, cfg.image_size, as_float=True
+    )
     if n_user:
         extra = np.stack([user.sample(rng, cfg.image_size) for _ in range(n_user)]) * 2.0 - 1.0
         images = np.concatenate([images, extra.astype(np.float32)])
+    side = cfg.crop_size if cfg.crop_size is not None else cfg.image_size
     if cfg.crop_size is not None and cfg.crop_size < cfg.image_size:
-        c, span = cfg.crop_size, cfg.image_size - cfg.crop_size + 1
-        offsets = rng.integers(0, span, size=(len(images), 2))
-        images = np.stack(
-            [im[y : y + c, x : x + c] for im, (y, x) in zip(images, offsets, strict=True)]
-        )
+        images = _crop_batch(images, cfg.crop_size, rng)
+    if n_render:
+        picked = renders[rng.integers(0, len(renders), size=n_render)]
+        picked = _crop_batch(picked, min(side, picked.shape[1]), rng)
+        flips = rng.random(n_render) < 0.5
+        picked = np.where(flips[:, None, None, None], picked[:, :, ::-1], picked)
+        picked = picked.astype(np.float32) / 127.5 - 1.0
+        if picked.shape[1] != side:
+            raise ConfigError(
+                f"renders of {picked.shape[1]} px are smaller than the {side} px batch"
+            )
+        images = np.concatenate([images, picked])
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+# ------------------------------------------------------------------------------ tabletop renders
+
+TABLETOP_TASKS = ("lift_cube", "push_to_target", "open_drawer", "put_in_bowl")
+
+
+def perturbation_with_pool(source: str | Path | dict, pool: str) -> dict:
+    """The perturbation config ``source`` (YAML path or dict) with every ``texture_pool`` set to ``pool``."""
+    import yaml
+
+    if isinstance(source, dict):
+        cfg = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():  # relative to the repository root when run from elsewhere
+            path = Path(__file__).resolve().parents[2] / source
+        try:
+            cfg = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"cannot read tabletop_perturbation {source}: {error}") from error
+    for factor in cfg.get("env", {}).get("scene", {}).get("factors", []):
+        if "texture_pool" in factor or factor.get("variation", "").endswith("texture"):
+            factor["texture_pool"] = pool
+    return cfg
+
+
+def render_tabletop(
+    seed: int,
+    episodes: int,
+    frames_per_episode: int,
+    *,
+    pool: str = "train",
+    perturbation: str | Path | dict = "configs/perturbation/all.yaml",
+    image_size: int = 96,
+    cameras: tuple[str, ...] = ("front", "wrist", "overhead"),
+    expert_prob: float = 0.8,
+    progress: bool = True,
+) -> np.ndarray:
+    """Renders of the tabletop suite: uint8 (N, S, S, 3), N = episodes * frames_per_episode * cameras.
+
+    Episode ``i`` runs a random task from ``reset(seed=seed + i)`` for a random number of steps
+    (each step the scripted expert's action with probability ``expert_prob``, else a random
+    action) and captures every camera at ``frames_per_episode`` random steps. All factors of
+    ``perturbation`` are applied, with every ``texture_pool`` forced to ``pool``.
+    """
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import gymnasium as gym
+
+    import envs  # registers the gymnasium ids
+
+    cfg = perturbation_with_pool(perturbation, pool)
+    rng = np.random.default_rng([seed, 21])
+    made: dict[str, Any] = {}
+    frames: list[np.ndarray] = []
+    for episode in tqdm(
+        range(episodes), desc=f"render {pool}", disable=not progress, mininterval=5
+    ):
+        task = TABLETOP_TASKS[int(rng.integers(len(TABLETOP_TASKS)))]
+        if task not in made:
+            made[task] = gym.make(
+                envs.GYM_IDS[task], perturbation=cfg, image_size=image_size, cameras=cameras
+            )
+        env = made[task]
+        obs, _ = env.reset(seed=seed + episode)
+        expert = env.unwrapped.task.make_expert(env)
+        limit = int(env.unwrapped.task.max_episode_steps)
+        length = int(rng.integers(0, limit))
+        captures = set(
+            rng.choice(length + 1, size=min(frames_per_episode, length + 1), replace=False).tolist()
+        )
+        for step in range(length + 1):
+            if step in captures:
+                frames.extend(obs[f"{camera}_image"] for camera in cameras)
+            if step == length:
+                break
+            if rng.random() < expert_prob:
+                action = expert.act()
+            else:
+                space = env.action_space  # drawn from rng (not the space's own RNG): reproducible
+                action = rng.uniform(space.low, space.high) * rng.uniform(0.2, 1.0)
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                frames.extend(obs[f"{camera}_image"] for camera in cameras)
+                break
+    for env in made.values():
+        env.close()
+    return np.stack(frames).astype(np.uint8)
+
+
+def cached_renders(work_dir: Path, name: str, **kwargs: Any) -> np.ndarray:
+    """:func:`render_tabletop` with ``kwargs``, cached in ``work_dir/renders_<name>.npz``."""
+    key = json.dumps(kwargs, sort_keys=True, default=str)
+    path = work_dir / f"renders_{name}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            if str(data["key"]) == key:
+                return data["images"]
+    images = render_tabletop(**kwargs)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, images=images, key=np.array(key))
+    os.replace(tmp, path)
+    return images
+
+
+def _crop_batch(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    if len(images) == 0 or (images.shape[1] == size and images.shape[2] == size):
+        return images[:, :size, :size]
+    offsets = rng.integers(
+        0, [images.shape[1] - size + 1, images.shape[2] - size + 1], size=(len(images), 2)
+    )
+    return np.stack(
+        [im[y : y + size, x : x + size] for im, (y, x) in zip(images, offsets, strict=True)]
+    )
 
 
 # --------------------------------------------------------------------------------------- models
@@ -339,6 +498,65 @@ def reconstruction_psnr(vae: torch.nn.Module, images: torch.Tensor, chunk: int =
     return float(torch.cat(values).mean())
 
 
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of (N, 3, H, W) images in [0, 1] (Gaussian window 11, sigma 1.5, channel mean)."""
+    coords = torch.arange(11, dtype=torch.float32) - 5
+    g = torch.exp(-(coords**2) / (2 * 1.5**2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, window, groups=3)
+
+    a, b = a.float(), b.float()
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return value.mean(dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    vae: torch.nn.Module, images: torch.Tensor, chunk: int = 16
+) -> dict[str, float]:
+    """Mean per-image PSNR (dB) and SSIM of encode(mode) -> decode on ``images`` in [-1, 1]."""
+    vae.eval()
+    psnr, sim = [], []
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk]
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
+        mse = (((rec - x) / 2.0) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+        psnr.append(10.0 * torch.log10(1.0 / mse))
+        sim.append(ssim((rec + 1) / 2, (x + 1) / 2))
+    return {"psnr_db": float(torch.cat(psnr).mean()), "ssim": float(torch.cat(sim).mean())}
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) to float (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
+
+
+def eval_renders(config: PriorConfig, work_dir: Path | None = None) -> np.ndarray:
+    """Held-out tabletop renders (uint8): ``eval`` texture pool, reset seeds of their own."""
+    kwargs: dict[str, Any] = {
+        "seed": config.eval_render_seed,
+        "episodes": config.eval_render_episodes,
+        "frames_per_episode": 2,
+        "pool": "eval",
+        "perturbation": config.tabletop_perturbation,
+        "image_size": config.tabletop_image_size,
+        "cameras": tuple(config.tabletop_cameras),
+    }
+    if work_dir is None:
+        return render_tabletop(**kwargs)
+    return cached_renders(work_dir, "eval", **kwargs)
+
+
 def eval_images(config: PriorConfig) -> torch.Tensor:
     """The held-out procedural images (never seen in training: their own seed)."""
     images = procedural_batch(
@@ -374,6 +592,19 @@ class PriorTrainer:
         self.config = config
         self.work_dir = Path(work_dir)
         self.user = UserImages(images, config.vae_phase.image_size) if images else None
+        self.renders: np.ndarray | None = None
+        if config.tabletop_fraction > 0:
+            self.renders = cached_renders(
+                self.work_dir,
+                "train",
+                seed=config.tabletop_seed,
+                episodes=config.tabletop_episodes,
+                frames_per_episode=config.tabletop_frames_per_episode,
+                pool="train",
+                perturbation=config.tabletop_perturbation,
+                image_size=config.tabletop_image_size,
+                cameras=tuple(config.tabletop_cameras),
+            )
         self.counters: dict[str, float] = {
             "vae_step": 0,
             "vae_seconds": 0.0,
@@ -504,7 +735,14 @@ class PriorTrainer:
         while seconds < budget and (cfg.max_steps is None or step < cfg.max_steps):
             start = time.monotonic()
             x = training_batch(
-                self.config.seed, phase, step, cfg, self.user, self.config.user_image_fraction
+                self.config.seed,
+                phase,
+                step,
+                cfg,
+                self.user,
+                self.config.user_image_fraction,
+                self.renders,
+                self.config.tabletop_fraction,
             )
             lr = _lr_at(cfg, step, seconds)
             for group in optimizer.param_groups:
@@ -624,10 +862,17 @@ def export_folder(trainer: PriorTrainer, out: str | Path, summary: dict[str, Any
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     shipped = AutoencoderKL.from_pretrained(tmp, subfolder="vae", torch_dtype=torch.float32)
     summary["eval_psnr_db"] = round(reconstruction_psnr(shipped, eval_images(trainer.config)), 3)
+    if trainer.config.eval_render_episodes > 0:
+        renders = eval_renders(trainer.config, trainer.work_dir)
+        metrics = reconstruction_metrics(shipped, to_tensor(renders))
+        summary["eval_renders"] = len(renders)
+        summary["eval_render_psnr_db"] = round(metrics["psnr_db"], 3)
+        summary["eval_render_ssim"] = round(metrics["ssim"], 4)
     summary["weights_bytes"] = sum(p.stat().st_size for p in tmp.rglob("*.safetensors"))
     (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if (out / "README.md").is_file():
-        shutil.copy2(out / "README.md", tmp / "README.md")
+    for keep in ("README.md", "samples.png"):
+        if (out / keep).is_file():
+            shutil.copy2(out / keep, tmp / keep)
     old = out.parent / f".{out.name}.old{os.getpid()}"
     if out.exists():
         out.rename(old)
@@ -641,7 +886,7 @@ def _summary(
 ) -> dict[str, Any]:
     c = trainer.counters
     return {
-        "version": "v0" if init_from is None else "fine-tuned",
+        "version": "v1" if init_from is None else "fine-tuned",
         "init_from": str(init_from) if init_from else None,
         "user_images": str(images) if images else None,
         "vae_steps": int(c["vae_step"]),
@@ -654,6 +899,7 @@ def _summary(
         "vae_parameters": count_parameters(trainer.vae),
         "unet_parameters": count_parameters(trainer.unet),
         "eval": f"{trainer.config.eval_images} held-out procedural images at {trainer.config.eval_size}x{trainer.config.eval_size}",
+        "tabletop_renders": 0 if trainer.renders is None else len(trainer.renders),
         "torch_threads": torch.get_num_threads(),
         "config": dataclasses.asdict(trainer.config),
     }
