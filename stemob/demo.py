@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stemob.errors import StemobError
-from stemob.inversion.cli import run_cli
+from stemob.errors import StemobError, run_cli
 from stemob.inversion.media import read_image, write_image
 from stemob.inversion.settings import EMBEDDED, InversionSettings
 

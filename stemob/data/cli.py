@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from stemob.data.detect import FORMATS, open_reader
-from stemob.errors import StemobError
+from stemob.errors import StemobError, run_cli
 
 PROG = "stemob-data"
 
@@ -80,15 +80,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``stemob-data``; a user error prints one line and exits with status 2."""
-    try:
-        run(argv)
-    except StemobError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(run, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stemob.errors import StemobError
-from stemob.inversion.cli import add_inversion_arguments, run_cli, settings_from_args
+from stemob.errors import StemobError, run_cli
+from stemob.inversion.cli import add_inversion_arguments, settings_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from stemob.errors import StemobError
+from stemob.errors import StemobError, run_cli
 from stemob.inversion import media
 from stemob.inversion.settings import EMBEDDED, MODES, InversionSettings
 
@@ -74,21 +74,6 @@ def settings_from_args(args: argparse.Namespace) -> InversionSettings:
         resolution=args.resolution,
         seed=None if args.unseeded else args.seed,
     )
-
-
-def run_cli(
-    main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None, prog: str
-) -> int:
-    """Run a command; a user error prints one line (no traceback) and exits with status 2."""
-    try:
-        main(argv)
-    except StemobError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
