@@ -13,6 +13,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for the tabletop
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests on one core; the thread count is restored for the other modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny SD-like folder: VAE (4x), text-conditioned UNet, CLIP text encoder and tokenizer."""

@@ -17,13 +17,7 @@ from stemob.errors import StemobError
 torch.set_flush_denormal(True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Keep these tests on one core (the thread count is restored for the other modules)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {
