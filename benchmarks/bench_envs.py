@@ -3,7 +3,9 @@
     MUJOCO_GL=egl python benchmarks/bench_envs.py [--steps 600] [--out benchmarks/results/envs.json]
 
 Single process; the expert is not timed (random ee_delta actions). Figures: steps/s with one
-96x96 camera and with two, reset time without and with all 14 perturbation factors.
+96x96 camera and with two, reset time without and with all 14 perturbation factors; side by side,
+steps/s with one 84x84 camera for the tabletop suite and for robosuite's Lift (agentview, shadows,
+reflections and multisampling off, OSC_POSE; only where the ``robosuite`` extra is installed).
 """
 
 from __future__ import annotations
@@ -43,6 +45,31 @@ def steps_per_second(task: str, cameras: tuple[str, ...], steps: int, size: int)
     return steps / elapsed
 
 
+def robosuite_steps_per_second(steps: int, size: int) -> float | None:
+    """robosuite Lift steps per second with one camera (None without the robosuite extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("robosuite") is None:
+        return None
+    from envs.robosuite.env import RobosuiteEnv
+
+    env = RobosuiteEnv("Lift", {"robots": "Panda"}, cameras=("agentview",), image_size=size)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for _ in range(10):  # warm-up
+        env.step(np.zeros(env.action_space.shape, np.float32))
+    low, high = env.action_space.low, env.action_space.high
+    actions = rng.uniform(low, high, (steps, low.shape[0])).astype(np.float32) * 0.3
+    start = time.perf_counter()
+    for i in range(steps):
+        if i % 200 == 0 and i:
+            env.reset(seed=i)
+        env.step(actions[i])
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
 def reset_ms(task: str, perturbation: str | None, n: int) -> float:
     """Mean reset time (ms), including rendering the first observation of two cameras."""
     from envs.tabletop.env import TabletopEnv
@@ -64,14 +91,18 @@ def main() -> None:
     parser.add_argument("--task", default="put_in_bowl")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument(
+        "--side-size", type=int, default=84, help="image side of the tabletop/robosuite comparison"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=5, help="each figure is the median of this many runs"
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/envs.json"))
     args = parser.parse_args()
     all_yaml = str(ROOT / "configs/perturbation/all.yaml")
 
-    def median(measure, *measure_args) -> float:
-        return statistics.median(measure(*measure_args) for _ in range(args.repeats))
+    def median(measure, *measure_args) -> float | None:
+        values = [measure(*measure_args) for _ in range(args.repeats)]
+        return None if None in values else statistics.median(values)
 
     results = {
         "task": args.task,
@@ -80,6 +111,13 @@ def main() -> None:
         "steps_per_s_1cam": median(steps_per_second, args.task, ("front",), args.steps, args.size),
         "steps_per_s_2cam": median(
             steps_per_second, args.task, ("front", "wrist"), args.steps, args.size
+        ),
+        "side_by_side_image_size": args.side_size,
+        "tabletop_steps_per_s_1cam_side": median(
+            steps_per_second, args.task, ("front",), args.steps, args.side_size
+        ),
+        "robosuite_lift_steps_per_s_1cam_side": median(
+            robosuite_steps_per_second, args.steps, args.side_size
         ),
         "reset_ms": median(reset_ms, args.task, None, args.resets),
         "reset_ms_all_perturbations": median(reset_ms, args.task, all_yaml, args.resets),

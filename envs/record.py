@@ -33,13 +33,36 @@ def env_args_of(env: Any) -> dict[str, Any]:
 
 
 def make_env_from_args(env_args: dict[str, Any], **overrides: Any) -> Any:
-    """A TabletopEnv from robomimic ``env_args`` (with keyword overrides)."""
-    from envs.tabletop.env import TabletopEnv
+    """An env from robomimic ``env_args`` (with keyword overrides), by ``env_args['type']``.
 
-    if env_args.get("type") != ENV_TYPE:
-        raise StemobError(f"env_args type {env_args.get('type')!r} is not {ENV_TYPE!r}")
-    kwargs = {**env_args["env_kwargs"], **overrides}
-    return TabletopEnv(**kwargs)
+    ``stemob_tabletop`` -> :class:`envs.tabletop.env.TabletopEnv`; robomimic's
+    ``ROBOSUITE_TYPE`` (1) -> :func:`envs.robosuite.make_env_from_args`; ``stemob_rlbench`` ->
+    :func:`envs.rlbench.make_env_from_args`. The other backends are imported only here, so
+    their optional dependencies are needed only when such a dataset is evaluated.
+    """
+    if not isinstance(env_args, dict):
+        raise StemobError(f"env_args: expected a mapping, got {type(env_args).__name__}")
+    env_type = env_args.get("type")
+    if env_type == ENV_TYPE:
+        from envs.tabletop.env import TabletopEnv
+
+        kwargs = {**(env_args.get("env_kwargs") or {}), **overrides}
+        return TabletopEnv(**kwargs)
+    from envs.rlbench.env import ENV_TYPE as RLBENCH_TYPE
+    from envs.robosuite.types import ROBOSUITE_TYPE
+
+    if env_type == ROBOSUITE_TYPE:
+        from envs.robosuite import make_env_from_args as make_robosuite
+
+        return make_robosuite(env_args, **overrides)
+    if env_type == RLBENCH_TYPE:
+        from envs.rlbench import make_env_from_args as make_rlbench
+
+        return make_rlbench(env_args, **overrides)
+    raise StemobError(
+        f"env_args type {env_type!r}: expected {ENV_TYPE!r} (tabletop), {ROBOSUITE_TYPE} "
+        f"(robosuite, robomimic's EnvType.ROBOSUITE_TYPE) or {RLBENCH_TYPE!r} (RLBench)"
+    )
 
 
 def _extras(env: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -181,6 +181,22 @@ def _place_distractors(env: Any, f: FactorConfig, rng: np.random.Generator) -> N
         m.geom_rgba[geom] = [*rgb, 1.0]
 
 
+def move_camera(m: Any, cid: Any, rng: np.random.Generator, params: dict[str, Any]) -> None:
+    """``camera_pose``: shift camera ``cid`` and turn it by random Euler angles."""
+    m.cam_pos[cid] += rng.uniform(*params["position_range"])
+    q = np.zeros(4)
+    mujoco.mju_mulQuat(q, m.cam_quat[cid].copy(), _euler_quat(rng.uniform(*params["euler_range"])))
+    m.cam_quat[cid] = q
+
+
+def set_mass(m: Any, bodies: Any, mass: float) -> None:
+    """``object_mass``: scale the masses and inertias of ``bodies`` to a total of ``mass``."""
+    total = float(m.body_mass[bodies].sum())
+    if total > 0:
+        m.body_mass[bodies] *= mass / total
+        m.body_inertia[bodies] *= mass / total
+
+
 def apply_factor(
     env: Any, f: FactorConfig, rng: np.random.Generator, where: str, dirty: set[int]
 ) -> None:
@@ -213,13 +229,7 @@ def apply_factor(
                     raise StemobError(f"{where}: unknown light {t!r}") from None
     elif var == "camera_pose":
         for t in f.targets:
-            cid = res.cameras(t, where)
-            m.cam_pos[cid] += rng.uniform(*p["position_range"])
-            q = np.zeros(4)
-            mujoco.mju_mulQuat(
-                q, m.cam_quat[cid].copy(), _euler_quat(rng.uniform(*p["euler_range"]))
-            )
-            m.cam_quat[cid] = q
+            move_camera(m, res.cameras(t, where), rng, p)
     elif var == "object_friction":
         mu = float(rng.uniform(*p["friction_range"]))
         for t in f.targets:
@@ -227,13 +237,7 @@ def apply_factor(
     elif var == "object_mass":
         mass = float(rng.uniform(*p["mass_range"]))
         for t in f.targets:
-            bodies = res.subtree(res.bodies(t, where))
-            total = float(m.body_mass[bodies].sum())
-            if total <= 0:
-                continue
-            k = mass / total
-            m.body_mass[bodies] *= k
-            m.body_inertia[bodies] *= k
+            set_mass(m, res.subtree(res.bodies(t, where)), mass)
     elif var == "distractor_object":
         for t in f.targets:
             if t != "distractor_area":
@@ -245,4 +249,6 @@ def apply_factor(
         raise StemobError(f"{where}: unsupported variation {var!r}")
 
 
-__all__ = ["NUM_DISTRACTORS", "SNAPSHOT_FIELDS", "Resolver", "apply_factor"]
+__all__ = [
+    "NUM_DISTRACTORS", "SNAPSHOT_FIELDS", "Resolver", "apply_factor", "move_camera", "set_mass",
+]  # fmt: skip
