@@ -15,7 +15,7 @@ import dataclasses
 import importlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +36,15 @@ MAX_CAMERAS = 3
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise StemobError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _is_fraction_pair(value: Any) -> bool:
+    """``[fh, fw]`` given as floats in (0, 1] (a crop relative to the image size)."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, float) and 0.0 < v <= 1.0 for v in value)
+    )
 
 
 def _positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
@@ -62,6 +71,8 @@ class PolicyConfig:
         use_group_norm: replace BatchNorm by GroupNorm in the backbone.
         cnn_width: channel width of ``small_cnn``.
         crop_shape: ``[h, w]`` crop (random in training, central in evaluation); ``None``: no crop.
+            Floats in (0, 1] are fractions of the smallest camera, resolved to pixels (at least 8)
+            when the config is built (``[0.9, 0.9]`` is the small configs' rule).
         share_encoder: one backbone for every camera instead of one per camera.
         normalization: mode per kind (``action``, ``state``, ``image``, ``latent``): ``min_max``,
             ``mean_std`` or ``identity``; images are normalised per channel in 0..255 units.
@@ -129,6 +140,14 @@ class PolicyConfig:
             raise StemobError(
                 f"vision_backbone {self.vision_backbone!r}: expected one of {BACKBONES}"
             )
+        if self.crop_shape is not None and _is_fraction_pair(self.crop_shape):
+            sizes = [self.obs_shapes[k] for k in cameras]
+            if sizes:
+                h, w = min(s[1] for s in sizes), min(s[2] for s in sizes)
+                fh, fw = self.crop_shape
+                self.crop_shape = [max(8, int(h * fh)), max(8, int(w * fw))]
+            else:
+                self.crop_shape = None
         if self.crop_shape is not None:
             self.crop_shape = [int(v) for v in self.crop_shape]
             if len(self.crop_shape) != 2 or min(self.crop_shape) < 8:
@@ -244,6 +263,21 @@ class Policy(nn.Module):
         modes |= {k: norm["latent"] for k in config.latent_keys}
         self.normalizer = FeatureNormalizer(self.stats, modes, config.image_keys)
         self._queue: collections.deque[torch.Tensor] = collections.deque()
+        self._compiled: Callable[..., Any] | None = None
+
+    def compile_inference(self, **kwargs: Any) -> Policy:
+        """``torch.compile`` the per-chunk inference core (see :meth:`_compile_target`), in place.
+
+        Weights, checkpoints and results are unchanged; the first chunks pay the compilation.
+        ``kwargs`` go to ``torch.compile``. Returns ``self``.
+        """
+        # object.__setattr__: a compiled module must not become a registered submodule
+        object.__setattr__(self, "_compiled", torch.compile(self._compile_target(), **kwargs))
+        return self
+
+    def _compile_target(self) -> Callable[..., Any]:
+        """What :meth:`compile_inference` compiles (subclasses say)."""
+        raise StemobError(f"{self.name} has no compilable inference core")
 
     # ------------------------------------------------------------------ observations
     def prepare_obs(

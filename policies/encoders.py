@@ -8,7 +8,7 @@ in training mode and central in evaluation mode.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,10 @@ from torch import nn
 from stemob.errors import StemobError
 
 BACKBONES = ("resnet18", "small_cnn")
+
+# images per backbone call on CPU: a large batch of feature maps overflows the caches (a training
+# batch of 256 84-px images ran ~1.5x slower in one call than in chunks of 32)
+CPU_MICRO_BATCH = 32
 
 
 def make_norm(channels: int, group_norm: bool) -> nn.Module:
@@ -96,6 +100,24 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+def _splittable(module: nn.Module) -> bool:
+    """Whether ``module`` treats samples independently (no BatchNorm using batch statistics)."""
+    return not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in module.modules()
+    )
+
+
+def micro_batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, module: nn.Module
+) -> torch.Tensor:
+    """``fn(images)`` computed in chunks of :data:`CPU_MICRO_BATCH` on CPU (same result: only
+    when ``module`` processes samples independently)."""
+    n = images.shape[0]
+    if n <= CPU_MICRO_BATCH or images.device.type != "cpu" or not _splittable(module):
+        return fn(images)
+    return torch.cat([fn(part) for part in images.split(CPU_MICRO_BATCH)], 0)
+
+
 def make_backbone(name: str, in_channels: int, group_norm: bool, width: int = 32) -> nn.Module:
     """A backbone by name (``resnet18`` or ``small_cnn``) with an ``out_channels`` attribute."""
     if name == "resnet18":
@@ -143,11 +165,11 @@ def crop_images(
     device = images.device
     top = torch.randint(0, h - ch + 1, (n,), generator=generator).to(device)
     left = torch.randint(0, w - cw + 1, (n,), generator=generator).to(device)
-    rows = (top[:, None] + torch.arange(ch, device=device))[:, None, :, None]
-    cols = (left[:, None] + torch.arange(cw, device=device))[:, None, None, :]
-    batch = torch.arange(n, device=device)[:, None, None, None]
-    chan = torch.arange(c, device=device)[None, :, None, None]
-    return images[batch, chan, rows, cols]
+    # every window position as a strided view (N, top, left, C, ch, cw); picking one window per
+    # sample copies whole rows (an element-wise 4-index gather was ~15x slower on CPU)
+    sn, sc, sh, sw = images.stride()
+    windows = images.as_strided((n, h - ch + 1, w - cw + 1, c, ch, cw), (sn, sh, sw, sc, sh, sw))
+    return windows[torch.arange(n, device=device), top, left]
 
 
 class CameraEncoder(nn.Module):
@@ -173,7 +195,7 @@ class CameraEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.crop_shape is not None:
             images = crop_images(images, self.crop_shape, random=self.training)
-        return self.out(self.keypoints(self.backbone(images)))
+        return micro_batched(lambda x: self.out(self.keypoints(self.backbone(x))), images, self)
 
 
 class ObservationEncoder(nn.Module):

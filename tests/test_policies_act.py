@@ -158,3 +158,48 @@ def test_config_validation():
         tiny_config(hidden_dim=30)
     with pytest.raises(StemobError, match="n_action_steps"):
         tiny_config(n_action_steps=11)
+
+
+def test_attention_matches_multihead_attention():
+    from policies.act.transformer import attention
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 4, dropout=0.0, batch_first=True)
+    q, kv = torch.randn(3, 5, 16), torch.randn(3, 7, 16)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 4:] = True
+    for training in (True, False):
+        mha.train(training)
+        ref = mha(q, kv, kv, key_padding_mask=pad, need_weights=False)[0]
+        torch.testing.assert_close(attention(mha, q, kv, kv, pad), ref)
+        ref = mha(kv, kv, q[:, :1].expand(-1, 7, -1), need_weights=False)[0]
+        torch.testing.assert_close(attention(mha, kv, kv, q[:, :1].expand(-1, 7, -1)), ref)
+
+
+def test_attention_dropout_in_training_only():
+    from policies.act.transformer import attention
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 2, dropout=0.5, batch_first=True)
+    x = torch.randn(2, 6, 16)
+    mha.eval()
+    torch.testing.assert_close(attention(mha, x, x, x), attention(mha, x, x, x))
+    mha.train()
+    a, b = attention(mha, x, x, x), attention(mha, x, x, x)
+    assert not torch.allclose(a, b) and torch.isfinite(a).all()
+    # the expectation over dropout masks is the dropout-free output
+    mean = torch.stack([attention(mha, x, x, x) for _ in range(2000)]).mean(0)
+    mha.eval()
+    torch.testing.assert_close(mean, attention(mha, x, x, x), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_inference_matches_eager(trained):
+    policy, batch = trained[0], trained[1]
+    obs = {k: v[:2] for k, v in batch["obs"].items()}
+    eager = policy.predict_chunk(obs)
+    clone = ACTPolicy(policy.config, stats=policy.stats)
+    clone.load_state_dict(policy.state_dict())
+    clone.eval().compile_inference()
+    torch.testing.assert_close(clone.predict_chunk(obs), eager, rtol=1e-4, atol=1e-4)
+    assert set(clone.state_dict()) == set(policy.state_dict())

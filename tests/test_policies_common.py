@@ -248,3 +248,33 @@ def test_variants_train_and_reload(tmp_path):
         rtol=0,
         atol=0,
     )
+
+
+def test_random_crop_of_strided_multichannel_images():
+    base = torch.arange(5 * 3 * 9 * 7, dtype=torch.float32).reshape(5, 9, 7, 3)
+    images = base.permute(0, 3, 1, 2)  # (N, C, H, W) view with channels-last strides
+    g = torch.Generator().manual_seed(1)
+    out = crop_images(images, (4, 5), random=True, generator=g)
+    g = torch.Generator().manual_seed(1)
+    top = torch.randint(0, 9 - 4 + 1, (5,), generator=g)
+    left = torch.randint(0, 7 - 5 + 1, (5,), generator=g)
+    for i in range(5):
+        t, s = int(top[i]), int(left[i])
+        torch.testing.assert_close(out[i], images[i, :, t : t + 4, s : s + 5])
+
+
+def test_micro_batches_give_the_same_features(monkeypatch):
+    from policies import encoders
+    from policies.encoders import CameraEncoder
+
+    torch.manual_seed(0)
+    images = torch.randn(11, 3, 20, 20)
+    for group_norm in (True, False):
+        enc = CameraEncoder("small_cnn", 3, group_norm, 4, 8, (16, 16), width=8).eval()
+        whole = enc(images)
+        monkeypatch.setattr(encoders, "CPU_MICRO_BATCH", 4)
+        torch.testing.assert_close(enc(images), whole)
+        monkeypatch.undo()
+    # BatchNorm in training needs the statistics of the whole batch: never split
+    bn = CameraEncoder("small_cnn", 3, False, 4, 8, None, width=8).train()
+    assert not encoders._splittable(bn) and encoders._splittable(bn.eval())

@@ -228,3 +228,20 @@ def test_transformer_denoiser(tmp_path):
         outs.append(p.predict_action(batch["obs"], generator=g))
     assert outs[0].shape == (4, 4, 3)
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "kernel", "length", "bias"),
+    [(64, 32, 5, 8, True), (128, 128, 5, 4, False), (256, 64, 1, 8, True), (8, 16, 5, 16, True)],
+)
+def test_fast_conv1d_matches_aten(cin, cout, kernel, length, bias):
+    from policies.diffusion.unet import Conv1d
+
+    torch.manual_seed(0)
+    conv = Conv1d(cin, cout, kernel, padding=kernel // 2, bias=bias)
+    x = torch.randn(1, cin, length)
+    expected = torch.nn.functional.conv1d(x, conv.weight, conv.bias, padding=kernel // 2)
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv(x), expected)  # with autograd: ATen's own path
+    torch.testing.assert_close(conv(x.repeat(3, 1, 1))[1:2], expected, rtol=1e-4, atol=1e-5)

@@ -13,7 +13,7 @@ from policies.act.config import ACTConfig
 from policies.act.ensemble import TemporalEnsembler
 from policies.act.transformer import Decoder, Encoder
 from policies.base import Policy
-from policies.encoders import make_backbone, sinusoidal_2d, sinusoidal_embedding
+from policies.encoders import make_backbone, micro_batched, sinusoidal_2d, sinusoidal_embedding
 from stemob.errors import StemobError
 
 
@@ -91,16 +91,27 @@ class ACTPolicy(Policy):
             if cfg.share_encoder:
                 b = images[keys[0]].shape[0]
                 stacked = torch.cat([images[k] for k in keys], 0)
-                maps += list(self.backbones[0](stacked).split(b, 0))
+                maps += list(self._project(self.backbones[0], stacked).split(b, 0))
             else:
-                maps += [net(images[k]) for net, k in zip(self.backbones, keys, strict=True)]
-        maps += [self.latent_backbones[k.replace(".", "_")](images[k]) for k in cfg.latent_keys]
+                maps += [
+                    self._project(net, images[k])
+                    for net, k in zip(self.backbones, keys, strict=True)
+                ]
+        maps += [
+            self._project(self.latent_backbones[k.replace(".", "_")], images[k])
+            for k in cfg.latent_keys
+        ]
         tokens, pos = [], []
         for fmap in maps:
-            _, c, h, w = fmap.shape
-            tokens.append(self.input_proj[str(c)](fmap).flatten(2).transpose(1, 2))
+            _, _, h, w = fmap.shape
+            tokens.append(fmap.flatten(2).transpose(1, 2))
             pos.append(sinusoidal_2d(h, w, cfg.hidden_dim, fmap.device))
         return torch.cat(tokens, 1), torch.cat(pos, 0)[None]
+
+    def _project(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Backbone feature map, 1x1-projected to ``hidden_dim`` (in CPU micro-batches)."""
+        proj = self.input_proj[str(backbone.out_channels)]
+        return micro_batched(lambda x: proj(backbone(x)), images, backbone)
 
     def _latent(
         self,
@@ -185,8 +196,13 @@ class ACTPolicy(Policy):
     @torch.inference_mode()
     def predict_chunk(self, obs: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         """The chunk ``(B, chunk_size, A)`` in environment units (latent z = 0)."""
-        pred, _, _ = self.forward_model(obs)
+        forward = self.forward_model if self._compiled is None else self._compiled
+        pred, _, _ = forward(obs)
         return self.normalizer.unnormalize("action", pred)
+
+    def _compile_target(self) -> Any:
+        """The model's forward (one chunk from one observation)."""
+        return self.forward_model
 
     def select_action(self, obs: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         """One action ``(B, A)``: temporally ensembled when enabled, else from the action queue."""

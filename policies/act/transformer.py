@@ -3,6 +3,8 @@ layer, and the decoder feeds each layer's output to the next (the last one is de
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +24,44 @@ def _with_pos(x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
     return x if pos is None else x + pos
 
 
+def attention(
+    mha: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``mha(query, key, value, key_padding_mask)[0]`` (batch-first) with ``mha``'s parameters.
+
+    Without dropout this is scaled-dot-product attention; with dropout (training) the weights
+    are computed explicitly and dropped with a uniform draw, which on CPU is faster than the
+    SDPA math fallback (its masked-row checks) and ``bernoulli_``-based dropout.
+    """
+    d, heads = mha.embed_dim, mha.num_heads
+    w, b = mha.in_proj_weight, mha.in_proj_bias
+    if query is key:
+        q, k = F.linear(query, w[: 2 * d], b[: 2 * d]).chunk(2, -1)
+    else:
+        q, k = F.linear(query, w[:d], b[:d]), F.linear(key, w[d : 2 * d], b[d : 2 * d])
+    v = F.linear(value, w[2 * d :], b[2 * d :])
+    n, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+    q = q.view(n, lq, heads, -1).transpose(1, 2)
+    k = k.view(n, lk, heads, -1).transpose(1, 2)
+    v = v.view(n, lk, heads, -1).transpose(1, 2)
+    p = mha.dropout if mha.training else 0.0
+    pad = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    if p == 0.0:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if pad is None else ~pad)
+    else:
+        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
+        if pad is not None:
+            scores = scores.masked_fill(pad, float("-inf"))
+        weights = scores.softmax(-1)
+        weights = weights.masked_fill(torch.rand_like(weights) < p, 0.0)
+        out = (weights @ v) * (1.0 / (1.0 - p))
+    return mha.out_proj(out.transpose(1, 2).reshape(n, lq, d))
+
+
 class EncoderLayer(nn.Module):
     """Self-attention + feed-forward, post- or pre-norm."""
 
@@ -38,7 +78,7 @@ class EncoderLayer(nn.Module):
     ) -> torch.Tensor:
         h = self.norm1(x) if self.pre_norm else x
         q = _with_pos(h, pos)
-        x = x + self.drop1(self.attn(q, q, h, key_padding_mask=pad, need_weights=False)[0])
+        x = x + self.drop1(attention(self.attn, q, q, h, pad))
         if not self.pre_norm:
             x = self.norm1(x)
         h = self.norm2(x) if self.pre_norm else x
@@ -69,15 +109,11 @@ class DecoderLayer(nn.Module):
         d1, d2, d3 = self.drops
         h = n1(x) if self.pre_norm else x
         q = h + query_pos
-        x = x + d1(self.self_attn(q, q, h, need_weights=False)[0])
+        x = x + d1(attention(self.self_attn, q, q, h))
         if not self.pre_norm:
             x = n1(x)
         h = n2(x) if self.pre_norm else x
-        x = x + d2(
-            self.cross_attn(
-                h + query_pos, _with_pos(memory, memory_pos), memory, need_weights=False
-            )[0]
-        )
+        x = x + d2(attention(self.cross_attn, h + query_pos, _with_pos(memory, memory_pos), memory))
         if not self.pre_norm:
             x = n2(x)
         h = n3(x) if self.pre_norm else x

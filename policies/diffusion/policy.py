@@ -134,10 +134,15 @@ class DiffusionPolicy(Policy):
         x = torch.randn(shape, generator=generator, device="cpu").to(cond.device)
         # the observation (and step) conditioning is computed once per chunk
         cache = self.denoiser.precompute(cond, sched.timesteps)
+        denoiser = self.denoiser if self._compiled is None else self._compiled
         for i, t in enumerate(sched.timesteps):
-            out = self.denoiser(x, t, cond_cache=cache, step_index=i)
+            out = denoiser(x, t, cond_cache=cache, step_index=i)
             x = sched.step(out, t, x, generator=generator).prev_sample
         return x
+
+    def _compile_target(self) -> Any:
+        """The denoiser (one denoising step)."""
+        return self.denoiser
 
     @torch.inference_mode()
     def predict_chunk(

@@ -15,13 +15,45 @@ from torch import nn
 
 from policies.encoders import sinusoidal_embedding
 
+# below this many input values per output position (channels x kernel), ATen's own conv is faster
+_GEMM_MIN_FAN_IN = 256
+
+
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` (same parameters and results) with a faster CPU path for one sample.
+
+    For a batch of one on CPU without autograd, ATen picks its unfold-and-GEMM fallback with the
+    weight as the left operand, which is slow for short sequences; here the unfolded input
+    ``(T, C * k)`` multiplies the transposed weight instead (3-4x faster from 64 channels up).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cout, cin, k = self.weight.shape
+        if (
+            x.shape[0] != 1
+            or x.device.type != "cpu"
+            or cin * k < _GEMM_MIN_FAN_IN
+            or self.stride != (1,)
+            or self.dilation != (1,)
+            or self.groups != 1
+            or self.padding_mode != "zeros"
+            or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+        ):
+            return super().forward(x)
+        pad = self.padding[0]
+        t_out = x.shape[2] + 2 * pad - k + 1
+        cols = F.pad(x, (pad, pad)).unfold(2, k, 1).transpose(1, 2).reshape(t_out, cin * k)
+        weight = self.weight.view(cout, cin * k).t()
+        out = cols @ weight if self.bias is None else torch.addmm(self.bias, cols, weight)
+        return out.t().unsqueeze(0)
+
 
 class ConvBlock1d(nn.Sequential):
     """Conv1d -> GroupNorm -> Mish."""
 
     def __init__(self, cin: int, cout: int, kernel: int, groups: int) -> None:
         super().__init__(
-            nn.Conv1d(cin, cout, kernel, padding=kernel // 2), nn.GroupNorm(groups, cout), nn.Mish()
+            Conv1d(cin, cout, kernel, padding=kernel // 2), nn.GroupNorm(groups, cout), nn.Mish()
         )
 
 
@@ -33,7 +65,7 @@ class FiLMResBlock(nn.Module):
         super().__init__()
         self.block1 = ConvBlock1d(cin, cout, kernel, groups)
         self.block2 = ConvBlock1d(cout, cout, kernel, groups)
-        self.residual = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+        self.residual = Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
         self.film_dim = 2 * cout
 
     def forward(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
@@ -90,7 +122,7 @@ class ConditionalUnet1d(nn.Module):
             )
         self.final = nn.Sequential(
             ConvBlock1d(down_dims[0], down_dims[0], kernel, groups),
-            nn.Conv1d(down_dims[0], action_dim, 1),
+            Conv1d(down_dims[0], action_dim, 1),
         )
         blocks = [m for m in self.modules() if isinstance(m, FiLMResBlock)]
         self.film_sizes = [b.film_dim for b in blocks]
