@@ -5,11 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stemob-installed
+# `make test` also installs the robosuite extra (robosuite 1.5.x, numpy<2) so that the robosuite
+# backend's tests run; the core install (setup, demo) does not need it.
+STAMP_ROBOSUITE := $(VENV)/.stemob-robosuite-installed
 export MUJOCO_GL ?= egl
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo invert-demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +24,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(STAMP_ROBOSUITE): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,robosuite]'
+	@$(BIN)/python -c "import importlib.util, sys; sys.exit('torchvision got installed: it breaks diffusers here, remove it' if importlib.util.find_spec('torchvision') else 0)"
+	touch $(STAMP_ROBOSUITE)
+
+# The main job (README): record lift_cube demos, build the Stem-OB cache with the embedded prior,
+# train the small Diffusion Policy on inverted observations, evaluate clean + 3 perturbations.
 demo: setup
+	$(BIN)/python train.py
+
+# Inversion only: the shipped tabletop images, clean and perturbed, at several k.
+invert-demo: setup
 	$(BIN)/python -m stemob.demo --output_dir outputs/demo
 
-test: setup
+test: $(STAMP_ROBOSUITE)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 test-fast: setup

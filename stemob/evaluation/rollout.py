@@ -1,0 +1,318 @@
+"""Rollouts of a policy in the tabletop suite: lockstep batches of envs, batched policy calls,
+test-time Stem-OB inversion, per-episode error capture and videos."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stemob.deploy import (
+    ObservationHistory,
+    invert_pending,
+    next_actions,
+    to_batch,
+)
+from stemob.errors import StemobError
+from stemob.evaluation.results import EpisodeRecord, FactorResult
+
+EnvFactory = Callable[[Mapping[str, Any], Any], Any]
+"""``(env_args, perturbation) -> env``; the default builds with ``envs.record.make_env_from_args``."""
+
+
+def default_env_factory(env_args: Mapping[str, Any], perturbation: Any) -> Any:
+    """The env of ``env_args``; ``perturbation`` (a YAML path or dict) replaces its own when given."""
+    from envs.record import make_env_from_args
+
+    overrides = {} if perturbation is None else {"perturbation": perturbation}
+    return make_env_from_args(dict(env_args), **overrides)
+
+
+@dataclass
+class _Slot:
+    """One sub-env's episode in a lockstep batch."""
+
+    record: EpisodeRecord
+    history: ObservationHistory
+    done: bool = False
+    frames: list[np.ndarray] = field(default_factory=list)
+    window: dict[str, np.ndarray] | None = None
+
+
+def _message(error: BaseException) -> str:
+    last = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def policy_device(policy: Any) -> torch.device:
+    """The device of the policy's parameters (CPU for a policy without any)."""
+    parameter = next(iter(policy.parameters()), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def episode_limit(env: Any) -> int:
+    """The env's steps per episode: ``unwrapped.task.max_episode_steps`` (tabletop),
+    ``unwrapped.max_episode_steps`` (robosuite, RLBench backends) or ``spec.max_episode_steps``."""
+    unwrapped = getattr(env, "unwrapped", env)
+    for value in (
+        getattr(getattr(unwrapped, "task", None), "max_episode_steps", None),
+        getattr(unwrapped, "max_episode_steps", None),
+        getattr(getattr(env, "spec", None), "max_episode_steps", None),
+    ):
+        if isinstance(value, int) and value > 0:
+            return value
+    raise StemobError(
+        f"cannot tell the episode length of {type(unwrapped).__name__}: pass max_steps"
+    )
+
+
+def _check_env(env: Any, policy: Any) -> None:
+    """The env's observation space must hold the policy's keys with the policy's shapes."""
+    space = env.observation_space.spaces
+    cfg = policy.config
+    for key, shape in cfg.obs_shapes.items():
+        if key not in space:
+            raise StemobError(
+                f"the env has no observation {key!r} that the policy needs (has {sorted(space)})"
+            )
+        got = tuple(space[key].shape)
+        want = (shape[1], shape[2], shape[0]) if key in cfg.image_keys else tuple(shape)
+        if got != want:
+            raise StemobError(f"env observation {key!r} has shape {got}, the policy expects {want}")
+
+
+def evaluate(
+    policy: Any,
+    env_args: Mapping[str, Any] | None = None,
+    perturbation: str | Path | Mapping[str, Any] | None = None,
+    episodes: int = 50,
+    *,
+    base_seed: int = 100000,
+    n_envs: int = 1,
+    video_dir: str | Path | None = None,
+    videos: int = 2,
+    video_key: str | None = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+    name: str = "eval",
+    inverter: Any = None,
+    inversion_device: str | None = None,
+    env_factory: EnvFactory | None = None,
+    policy_kwargs: Mapping[str, Any] | None = None,
+) -> FactorResult:
+    """Run ``episodes`` episodes of ``policy`` and return their outcomes.
+
+    Args:
+        policy: a :class:`policies.base.Policy` (any object with its interface).
+        env_args: robomimic ``{env_name, type, env_kwargs}`` (default: ``policy.env_args``).
+        perturbation: a perturbation YAML path or dict that replaces the env's own; ``None`` keeps
+            the env of ``env_args`` as it is (the training setting).
+        episodes: how many episodes; episode ``i`` uses ``reset(seed=base_seed + i)``.
+        n_envs: envs run in lockstep; the policy is called once per step for the whole batch
+            (``policy.reset()`` at each batch start; finished envs are masked until it ends).
+        video_dir: write mp4s of the first ``videos`` episodes there (camera ``video_key``,
+            default the policy's first camera; raw frames, before inversion).
+        max_steps: steps per episode (default: :func:`episode_limit`, the task's own).
+        name: the setting's name in the result (and in video file names).
+        inverter: a prebuilt Inverter for the policy's Stem-OB settings (shares one model).
+        env_factory: ``(env_args, perturbation) -> env`` (default: ``make_env_from_args``).
+        policy_kwargs: extra keyword arguments of the policy's prediction calls.
+
+    When ``policy.stemob`` is set, every camera image is inverted with exactly those settings,
+    frame ids ``(seed, step, camera_key)`` (those of the dataset cache for ``demo_<seed>``).
+    A policy with an active temporal ensembler (ACT) is called through ``select_action`` at every
+    step, any other through ``predict_action`` once per chunk. An episode that raises is recorded
+    with its error message; the others go on. Torch's global RNG is seeded at each batch start
+    with the batch's first seed (reproducible sampling policies).
+    """
+    from tqdm import tqdm
+
+    if not isinstance(episodes, int) or episodes < 1:
+        raise StemobError(f"episodes must be a positive integer, got {episodes!r}")
+    if not isinstance(n_envs, int) or n_envs < 1:
+        raise StemobError(f"n_envs must be a positive integer, got {n_envs!r}")
+    if max_steps is not None and max_steps < 1:
+        raise StemobError(f"max_steps must be >= 1, got {max_steps}")
+    env_args = env_args if env_args is not None else getattr(policy, "env_args", None)
+    if env_args is None:
+        raise StemobError("no env_args: pass env_args, or use a policy checkpoint that stores them")
+    cfg = policy.config
+    if cfg.latent_keys:
+        raise StemobError(
+            f"policies on Stem-OB latent keys {cfg.latent_keys} cannot be evaluated yet"
+        )
+    image_keys = list(cfg.image_keys)
+    keys = [*image_keys, *cfg.lowdim_keys]
+    if getattr(policy, "stemob", None) is not None:
+        from envs.wrappers import make_inverter
+
+        device = inversion_device or str(policy_device(policy))
+        inverter = make_inverter(policy.stemob, inverter, device)
+    else:
+        inverter = None
+    factory = env_factory or default_env_factory
+    envs: list[Any] = []
+    try:
+        for _ in range(min(n_envs, episodes)):
+            envs.append(factory(env_args, perturbation))
+        _check_env(envs[0], policy)
+        if max_steps is None:
+            max_steps = episode_limit(envs[0])
+    except BaseException:
+        for env in envs:
+            with contextlib.suppress(Exception):
+                env.close()
+        raise
+    video_key = video_key or (image_keys[0] if image_keys else None)
+    fps = int(getattr(envs[0], "metadata", {}).get("render_fps", 20))
+    records: list[EpisodeRecord] = []
+    device = policy_device(policy)
+    started = time.perf_counter()
+    bar = tqdm(total=episodes, desc=f"eval {name}", unit="ep", disable=not progress, leave=False)
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, episodes, n_envs):
+                count = min(n_envs, episodes - start)
+                slots = [
+                    _Slot(
+                        EpisodeRecord(index=start + j, seed=base_seed + start + j),
+                        ObservationHistory(cfg.n_obs_steps, keys),
+                    )
+                    for j in range(count)
+                ]
+                _run_batch(
+                    policy,
+                    envs,
+                    slots,
+                    inverter=inverter,
+                    image_keys=image_keys,
+                    max_steps=max_steps,
+                    device=device,
+                    record_video=video_dir is not None,
+                    videos=videos,
+                    video_key=video_key,
+                    rebuild=lambda: factory(env_args, perturbation),
+                    policy_kwargs=dict(policy_kwargs or {}),
+                )
+                for slot in slots:
+                    if video_dir is not None and slot.frames:
+                        record = slot.record
+                        path = (
+                            Path(video_dir) / f"{name}_ep{record.index:03d}_seed{record.seed}.mp4"
+                        )
+                        try:
+                            from envs.wrappers import write_mp4
+
+                            record.video = str(write_mp4(path, slot.frames, fps))
+                        except Exception as error:  # a video must never cost the benchmark
+                            warnings.warn(f"could not write {path}: {error}", stacklevel=2)
+                    records.append(slot.record)
+                bar.update(count)
+                done = [r for r in records if r.error is None]
+                bar.set_postfix(success=f"{sum(r.success for r in done)}/{len(done)}")
+    finally:
+        bar.close()
+        policy.train(was_training)
+        for env in envs:  # closing a broken env must not hide the results
+            with contextlib.suppress(Exception):
+                env.close()
+    perturbation_name = str(perturbation) if isinstance(perturbation, (str, Path)) else None
+    if isinstance(perturbation, Mapping):
+        perturbation_name = "<dict>"
+    return FactorResult(name, records, perturbation_name, time.perf_counter() - started)
+
+
+def _run_batch(
+    policy: Any,
+    envs: list[Any],
+    slots: list[_Slot],
+    *,
+    inverter: Any,
+    image_keys: list[str],
+    max_steps: int,
+    device: torch.device,
+    record_video: bool,
+    videos: int,
+    video_key: str | None,
+    rebuild: Callable[[], Any],
+    policy_kwargs: dict[str, Any],
+) -> None:
+    """Run one lockstep batch: ``slots[j]`` on ``envs[j]`` (replaced by ``rebuild()`` on error)."""
+    policy.reset()
+    torch.manual_seed(slots[0].record.seed)
+
+    def fail(j: int, error: BaseException, env_broken: bool) -> None:
+        slots[j].record.error = _message(error)
+        slots[j].done = True
+        if env_broken:
+            with contextlib.suppress(Exception):
+                envs[j].close()
+            envs[j] = rebuild()
+
+    def observe(j: int, obs: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+        slot = slots[j]
+        slot.history.push(obs, step=slot.record.length)
+        if bool(info.get("is_success", False)):
+            slot.record.success = True
+        if record_video and slot.record.index < videos and video_key is not None:
+            slot.frames.append(np.asarray(obs[video_key]).copy())
+
+    for j, slot in enumerate(slots):
+        try:
+            obs, info = envs[j].reset(seed=slot.record.seed)
+            observe(j, obs, info)
+        except Exception as error:
+            fail(j, error, env_broken=True)
+
+    while True:
+        active = [j for j, s in enumerate(slots) if not s.done]
+        if not active:
+            return
+        try:
+            if inverter is not None:
+                invert_pending(
+                    inverter,
+                    [slots[j].history for j in active],
+                    [slots[j].record.seed for j in active],
+                    image_keys,
+                )
+            for j in active:
+                slots[j].window = slots[j].history.window()
+            fallback = slots[active[0]].window
+            # finished envs keep their last window (their actions are ignored), so the batch
+            # size, and with it a temporal ensembler's state, stays fixed until the batch ends
+            windows = [s.window if s.window is not None else fallback for s in slots]
+            actions = next_actions(policy, to_batch(windows, image_keys, device), **policy_kwargs)
+            actions = actions.float().cpu().numpy()
+        except Exception as error:
+            for j in active:
+                fail(j, error, env_broken=False)
+            return
+        for k in range(actions.shape[1]):
+            for j in active:
+                slot = slots[j]
+                if slot.done:
+                    continue
+                try:
+                    obs, reward, terminated, truncated, info = envs[j].step(actions[j, k])
+                    slot.record.length += 1
+                    slot.record.reward += float(reward)
+                    observe(j, obs, info)
+                except Exception as error:
+                    fail(j, error, env_broken=True)
+                    continue
+                if terminated or truncated or slot.record.length >= max_steps:
+                    slot.done = True
+            if all(slots[j].done for j in active):
+                break

@@ -1,0 +1,239 @@
+"""What train.py and eval.py run from their composed configs: the periodic evaluator of a training
+run, the benchmark after training, and eval.py's single or comparison evaluation."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stemob.errors import StemobError
+from stemob.evaluation.benchmark import TRAIN_FACTOR, run_benchmark
+from stemob.evaluation.results import FactorResult
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAINING_EVAL_SEED = 200000
+"""Base seed of the evaluations during training (best-checkpoint selection), kept apart from the
+benchmark's seeds so that the reported episodes are not the ones a checkpoint was chosen on."""
+
+
+def benchmark_factors(
+    benchmark: Mapping[str, Any] | None,
+    perturbation: str | Mapping[str, Any] | None = None,
+    perturbation_name: str | None = None,
+) -> dict[str, Path | Mapping[str, Any] | None]:
+    """``{factor: perturbation YAML, dict or None}`` from a ``benchmark`` config section, or the
+    single factor ``perturbation``: a name under ``configs/perturbation``, a YAML path, or the
+    parsed file that hydra's ``perturbation=<factor>`` group selection puts in the config."""
+    if isinstance(perturbation, Mapping):
+        factors = ((perturbation.get("env") or {}).get("scene") or {}).get("factors") or []
+        if not perturbation_name:
+            perturbation_name = "+".join(f.get("name", "?") for f in factors) or TRAIN_FACTOR
+        return {perturbation_name: None if not factors else dict(perturbation)}
+    folder = Path((benchmark or {}).get("perturbation_dir", "configs/perturbation"))
+    if not folder.is_absolute():
+        folder = REPO_ROOT / folder
+    if perturbation is not None:
+        names = [str(perturbation)]
+    else:
+        names = list((benchmark or {}).get("perturbations") or [])
+    if not names:
+        raise StemobError("no perturbation factors: set benchmark=<name> or perturbation=<factor>")
+    factors: dict[str, Path | None] = {}
+    for name in names:
+        if name == TRAIN_FACTOR:
+            factors[name] = None
+            continue
+        path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise StemobError(f"perturbation {name!r}: no file {path} (known factors: {known})")
+        factors[path.stem if name.endswith((".yaml", ".yml")) else name] = path
+    return factors
+
+
+def make_evaluator(cfg: Mapping[str, Any]) -> Any:
+    """The evaluator of a training run: clean rollouts of the current EMA weights."""
+    from stemob.evaluation.rollout import evaluate
+
+    training = cfg["training"]
+
+    def evaluator(policy: Any, step: int, out_dir: Path) -> dict[str, Any]:
+        result = evaluate(
+            policy,
+            episodes=int(training["eval_episodes"]),
+            n_envs=int(training["eval_envs"]),
+            base_seed=TRAINING_EVAL_SEED,
+            video_dir=out_dir,
+            videos=int(training["videos"]),
+            name=f"step{step}",
+            progress=False,
+        )
+        return {"success_rate": result.rate, "videos": result.videos}
+
+    return evaluator
+
+
+def _logger(run_dir: Path, cfg: Mapping[str, Any], section: Mapping[str, Any] | None) -> Any:
+    from stemob.training.loggers import RunLogger
+
+    options = dict(section or {"name": "none"})
+    name = options.pop("name", "none")
+    keys = ("project", "entity", "tags", "mode", "group")
+    return RunLogger(run_dir, cfg, name=name, **{k: v for k, v in options.items() if k in keys})
+
+
+def _log_results(
+    logger: Any,
+    results: Mapping[str, FactorResult],
+    step: int,
+    plot: Path,
+    prefix: str = "benchmark",
+) -> None:
+    values: dict[str, float] = {}
+    for name, result in results.items():
+        values[f"{prefix}/{name}/success_rate"] = result.rate
+        values[f"{prefix}/{name}/stderr"] = result.stderr
+        values[f"{prefix}/{name}/mean_length"] = result.mean_length
+    perturbed = [r for n, r in results.items() if n != TRAIN_FACTOR]
+    if perturbed:
+        values[f"{prefix}/perturbed_mean"] = sum(r.rate for r in perturbed) / len(perturbed)
+    logger.log(values, step)
+    logger.log_image(f"{prefix}/plot", plot, step)
+    for name, result in results.items():
+        for i, video in enumerate(result.videos):
+            logger.log_video(f"{prefix}/{name}/video_{i}", video, step)
+
+
+def _run_factors(
+    policy: Any,
+    factors: Mapping[str, Any],
+    clean_episodes: int,
+    perturbed_episodes: int,
+    out_dir: Path,
+    options: Mapping[str, Any],
+    env_args: Mapping[str, Any] | None = None,
+) -> dict[str, FactorResult]:
+    """Every factor in one benchmark call (one shared Inverter), a line printed per factor."""
+
+    def report(name: str, r: FactorResult) -> None:
+        print(f"  {name:<20s} {r.successes:3d}/{r.completed:<3d} success  ({r.errors} errors)")
+
+    episodes = {n: clean_episodes if n == TRAIN_FACTOR else perturbed_episodes for n in factors}
+    return run_benchmark(
+        policy,
+        env_args,
+        factors,
+        episodes,
+        video_dir=out_dir / "videos",
+        on_result=report,
+        **options,
+    )
+
+
+def after_training(cfg: Mapping[str, Any], run_dir: Path) -> Path | None:
+    """The benchmark after training (``evaluation.enabled``): the best (else the newest)
+    checkpoint on the clean task and every ``benchmark`` factor; writes ``<run_dir>/eval/final``."""
+    from policies.base import load_policy
+    from stemob.training.checkpoints import resolve_policy_dir
+
+    section = cfg.get("evaluation") or {}
+    if not section.get("enabled", False):
+        return None
+    policy_dir = resolve_policy_dir(run_dir)
+    policy = load_policy(policy_dir)
+    factors = benchmark_factors(cfg.get("benchmark"))
+    out = Path(run_dir) / "eval" / "final"
+    clean = int(section.get("episodes", 50))
+    perturbed = int(section.get("perturbation_episodes") or clean)
+    print(f"evaluating {policy_dir} on {list(factors)} ({clean} clean / {perturbed} episodes)")
+    results = _run_factors(
+        policy,
+        factors,
+        clean,
+        perturbed,
+        out,
+        {
+            "n_envs": int(section.get("envs", 1)),
+            "base_seed": int(section.get("base_seed", 100000)),
+            "videos": int(section.get("videos", 2)),
+        },
+    )
+    from stemob.evaluation.report import write_report
+
+    meta = {
+        "checkpoint": str(policy_dir),
+        "stemob": json.dumps(policy.stemob),
+        "date": datetime.date.today().isoformat(),
+    }
+    paths = write_report(results, out, title=f"{cfg['task']['name']}: {run_dir.name}", meta=meta)
+    logger = _logger(run_dir, cfg, cfg.get("logger"))
+    try:
+        _log_results(logger, results, int(cfg["training"]["steps"]), paths["plot"])
+    finally:
+        logger.close()
+    print(f"report: {paths['markdown']}")
+    return out
+
+
+def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
+    """eval.py: one checkpoint (a report) or several (a report each plus a comparison)."""
+    from policies.base import load_policy
+    from stemob.evaluation.report import write_comparison, write_report
+    from stemob.training.checkpoints import resolve_policy_dir
+
+    checkpoints = cfg["checkpoint"]
+    checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
+    names = cfg.get("names") or [Path(c).name for c in checkpoints]
+    if len(names) != len(checkpoints) or len(set(names)) != len(names):
+        raise StemobError(f"names {names} must give one distinct label per checkpoint")
+    factors = benchmark_factors(
+        cfg.get("benchmark"), cfg.get("perturbation"), cfg.get("perturbation_name")
+    )
+    policies = {n: resolve_policy_dir(c) for n, c in zip(names, checkpoints, strict=True)}
+    out = Path(cfg["output_dir"])
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
+    options = {
+        "n_envs": int(cfg.get("envs", 1)),
+        "base_seed": int(cfg.get("base_seed", 100000)),
+        "videos": int(cfg.get("videos", 2)),
+        "max_steps": cfg.get("max_steps"),
+    }
+    episodes = int(cfg.get("episodes", 50))
+    logger = _logger(out, cfg, cfg.get("logger"))
+    named: dict[str, dict[str, FactorResult]] = {}
+    try:
+        for name, folder in policies.items():
+            policy = load_policy(folder, device=cfg.get("device", "cpu"))
+            env_args = policy.env_args
+            if cfg.get("env_overrides"):
+                if env_args is None:
+                    raise StemobError(f"{folder}: the checkpoint stores no env_args to override")
+                env_args = {
+                    **env_args,
+                    "env_kwargs": {**env_args["env_kwargs"], **cfg["env_overrides"]},
+                }
+            target = out / name if len(policies) > 1 else out
+            print(f"evaluating {name} ({folder}) on {list(factors)}, {episodes} episodes each")
+            results = _run_factors(
+                policy, factors, episodes, episodes, target, options, env_args=env_args
+            )
+            meta = {
+                "checkpoint": str(folder),
+                "stemob": json.dumps(policy.stemob),
+                "date": datetime.date.today().isoformat(),
+            }
+            paths = write_report(results, target, title=f"{name}", meta=meta)
+            named[name] = results
+            _log_results(logger, results, 0, paths["plot"], prefix=f"eval/{name}")
+        if len(named) > 1:
+            write_comparison(named, out, title="Comparison")
+            print(f"comparison: {out / 'comparison.md'}")
+    finally:
+        logger.close()
+    return out

@@ -1,0 +1,143 @@
+"""Everything a run needs before its first step: demonstrations, the Stem-OB cache, the dataset
+and the policy, built from the composed run config (plain dicts from hydra)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stemob.errors import StemobError
+
+TABLETOP_TYPE = "stemob_tabletop"
+
+
+def inversion_settings(section: Mapping[str, Any] | None) -> Any:
+    """``InversionSettings`` from a ``stemob`` config section; None for ``mode: none``."""
+    from stemob.inversion.settings import InversionSettings
+
+    if not section or section.get("mode") in (None, "none"):
+        return None
+    return InversionSettings.from_dict({k: v for k, v in section.items() if k != "name"})
+
+
+def policy_window(policy_section: Mapping[str, Any]) -> tuple[int, int]:
+    """``(n_obs_steps, horizon)`` of a ``policy`` section (config values or the class defaults)."""
+    from policies.base import policy_class
+
+    cls = policy_class(policy_section["name"]).config_class
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = dict(policy_section.get("config") or {})
+    return (
+        int(values.get("n_obs_steps", fields["n_obs_steps"].default)),
+        int(values.get("horizon", fields["horizon"].default)),
+    )
+
+
+def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -> Path:
+    """The dataset file; recorded with the task's scripted expert if it is missing and the task
+    is from the tabletop suite (otherwise a missing file is an error)."""
+    path = Path(dataset["path"])
+    if path.exists():
+        return path
+    env_args = task.get("env_args") or {}
+    demos = task.get("demos") or {}
+    if env_args.get("type") != TABLETOP_TYPE or not dataset.get("record_missing", True):
+        raise StemobError(
+            f"dataset {path} does not exist (option dataset.path); only tabletop tasks can record "
+            "their demonstrations automatically"
+        )
+    from envs.record import record
+
+    kwargs = env_args["env_kwargs"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"recording {demos.get('episodes', 100)} {kwargs['task']} demonstrations to {path}")
+    record(
+        kwargs["task"],
+        int(demos.get("episodes", 100)),
+        path,
+        perturbation=kwargs.get("perturbation"),
+        seed=int(demos.get("seed", 0)),
+        image_size=int(kwargs.get("image_size", 96)),
+        cameras=tuple(kwargs.get("cameras", ("front", "wrist"))),
+        action_mode=kwargs.get("action_mode", "ee_delta"),
+    )
+    return path
+
+
+def build_dataset(
+    dataset: Mapping[str, Any], policy_section: Mapping[str, Any], settings: Any
+) -> Any:
+    """The training ``DemoDataset`` (the Stem-OB cache must exist when ``settings`` is given)."""
+    from stemob.data.dataset import DatasetConfig, DemoDataset
+
+    n_obs_steps, horizon = policy_window(policy_section)
+    config = DatasetConfig(
+        path=str(dataset["path"]),
+        reader=dataset.get("reader", "auto"),
+        reader_kwargs=dict(dataset.get("reader_kwargs") or {}),
+        key_map=dict(dataset.get("key_map") or {}),
+        obs_keys=list(dataset["obs_keys"]) if dataset.get("obs_keys") else None,
+        n_obs_steps=n_obs_steps,
+        horizon=horizon,
+        val_ratio=float(dataset.get("val_ratio", 0.0)),
+        seed=int(dataset.get("split_seed", 0)),
+        stemob=settings,
+        stemob_keys=dataset.get("stemob_keys"),
+        cache_dir=dataset.get("cache_dir"),
+    )
+    return DemoDataset(config)
+
+
+def build_policy(policy_section: Mapping[str, Any], data: Any, settings: Any) -> Any:
+    """The policy named by the ``policy`` section, shaped by the dataset's keys and statistics."""
+    from policies.base import make_policy
+
+    meta = data.shape_meta
+    config = {
+        **dict(policy_section.get("config") or {}),
+        "obs_shapes": {k: v["shape"] for k, v in meta["obs"].items()},
+        "action_dim": int(meta["action"]["shape"][0]),
+    }
+    return make_policy(
+        policy_section["name"], config, stats=data.stats, stemob=settings, env_args=data.env_args
+    )
+
+
+def check_before_long_work(cfg: Mapping[str, Any]) -> None:
+    """Validate the policy, augmentation and dataset keys before anything is recorded or inverted,
+    so that a bad option fails in seconds with one clear error."""
+    from policies.base import policy_class
+    from stemob.training.augment import make_augment
+
+    section = cfg["policy"]
+    cls = policy_class(section["name"]).config_class
+    size = int(
+        ((cfg.get("task") or {}).get("env_args") or {}).get("env_kwargs", {}).get("image_size", 96)
+    )
+    keys = (cfg.get("dataset") or {}).get("obs_keys") or ["front_image"]
+    probe = {k: ([3, size, size] if k.endswith("_image") else [1]) for k in keys}
+    if not any(len(v) == 3 for v in probe.values()):
+        probe["front_image"] = [3, size, size]
+    try:
+        cls.from_dict({**dict(section.get("config") or {}), "obs_shapes": probe, "action_dim": 7})
+    except TypeError as error:
+        raise StemobError(f"policy.config: {error}") from error
+    make_augment(cfg)
+    path = Path(cfg["dataset"]["path"])
+    if path.exists():
+        from stemob.data.detect import open_reader
+        from stemob.data.episodes import rename_keys
+
+        dataset = cfg["dataset"]
+        reader = open_reader(
+            path, dataset.get("reader", "auto"), **dict(dataset.get("reader_kwargs") or {})
+        )
+        first = rename_keys(reader.read(0), dict(dataset.get("key_map") or {}))
+        missing = [k for k in dataset.get("obs_keys") or [] if k not in first.obs]
+        if missing:
+            raise StemobError(
+                f"{path}: observation key(s) {missing} of dataset.obs_keys are missing (the "
+                f"episodes have {sorted(first.obs)} after key_map)"
+            )

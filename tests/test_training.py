@@ -1,0 +1,226 @@
+"""Training runs end to end on tiny configs: artefacts, exact resume, errors, accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stemob.errors import StemobError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_POLICY = [
+    "policy=diffusion_small",
+    "policy.config.down_dims=[8,16]",
+    "policy.config.cnn_width=8",
+    "policy.config.num_keypoints=4",
+    "policy.config.image_feature_dim=8",
+    "policy.config.step_embed_dim=16",
+]
+
+
+def compose(overrides: list[str], config_name: str = "train") -> dict:
+    """The composed run config as train.py would see it (hydra's compose API)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    """Four recorded lift_cube demos at 32 px (front + wrist)."""
+    from envs.record import record
+
+    path = tmp_path_factory.mktemp("data") / "lift.hdf5"
+    record("lift_cube", 4, path, image_size=32, progress=False, valid_fraction=0.25)
+    return path
+
+
+def run_config(demos: Path, run_dir: Path, *extra: str) -> dict:
+    return compose(
+        [
+            *TINY_POLICY,
+            "training=smoke",
+            "logger=none",
+            "task.env_args.env_kwargs.image_size=32",
+            f"dataset.path={demos}",
+            "dataset.val_ratio=0.25",
+            f"run_dir={run_dir}",
+            "evaluation.enabled=false",
+            *extra,
+        ]
+    )
+
+
+def test_run_writes_config_log_checkpoints_and_grid(demos, tmp_path, one_torch_thread):
+    from stemob.training.loggers import read_log
+    from stemob.training.run import train
+
+    run = train(run_config(demos, tmp_path / "run", "logger=wandb"))
+    assert (run / "config.yaml").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == [
+        "step_0000002",
+        "step_0000004",
+    ]
+    policy_dir = run / "checkpoints" / "step_0000004" / "policy"
+    assert {"config.json", "normalization.json", "model.safetensors"} <= {
+        p.name for p in policy_dir.iterdir()
+    }
+    records = read_log(run)
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    assert any("val/loss" in r for r in records)
+    assert any("time/forward_backward_ms" in r for r in records)
+    assert (run / "observations.png").is_file()  # original above inverted frames
+    assert list((run / "wandb").glob("offline-run-*"))
+    from policies.base import load_policy
+
+    policy = load_policy(policy_dir)
+    assert policy.stemob["mode"] == "ddpm" and policy.env_args["type"] == "stemob_tabletop"
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(demos, tmp_path, one_torch_thread):
+    from stemob.training.run import train
+
+    extra = ("training.steps=6", "training.checkpoint_every=3", "training.val_every=0")
+    full = train(run_config(demos, tmp_path / "full", *extra))
+    cut_cfg = run_config(demos, tmp_path / "cut", *extra)
+    train(cut_cfg, stop_at=3)  # as if killed right after the step-3 checkpoint
+    assert not (tmp_path / "cut" / "checkpoints" / "step_0000006").exists()
+    resumed = train({**cut_cfg, "resume": True})
+    for name in ("model.safetensors",):
+        a = load_file(full / "checkpoints" / "step_0000006" / "policy" / name)
+        b = load_file(resumed / "checkpoints" / "step_0000006" / "policy" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    state_a = torch.load(full / "checkpoints/step_0000006/train_state.pt", weights_only=True)
+    state_b = torch.load(resumed / "checkpoints/step_0000006/train_state.pt", weights_only=True)
+    for key in state_a["model"]:
+        torch.testing.assert_close(state_a["model"][key], state_b["model"][key], rtol=0, atol=0)
+    assert state_a["data"] == state_b["data"]
+
+
+def test_existing_run_without_resume_and_changed_settings_are_refused(demos, tmp_path):
+    from stemob.training.run import train
+
+    cfg = run_config(demos, tmp_path / "run", "training.steps=2", "training.val_every=0")
+    train(cfg, stop_at=2)
+    with pytest.raises(StemobError, match="resume=true"):
+        train(cfg)
+    changed = run_config(demos, tmp_path / "run", "stemob=none", "training.steps=2")
+    with pytest.raises(StemobError, match="stemob"):
+        train({**changed, "resume": True})
+
+
+def test_dataset_keys_that_do_not_exist_fail_before_training(demos, tmp_path):
+    from stemob.training.run import train
+
+    cfg = run_config(demos, tmp_path / "run", "task.obs_keys=[overhead_image,eef_pos]")
+    with pytest.raises(StemobError, match="overhead_image"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [*args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_unknown_group_option_or_key_is_one_clear_error(tmp_path):
+    bad_group = _cli(sys.executable, "train.py", "policy=nonexistent", f"run_dir={tmp_path}/a")
+    assert bad_group.returncode != 0
+    assert "nonexistent" in bad_group.stderr and "policy" in bad_group.stderr
+    bad_key = _cli(sys.executable, "train.py", "training.stepz=3", f"run_dir={tmp_path}/b")
+    assert bad_key.returncode != 0 and "stepz" in bad_key.stderr
+
+
+@pytest.mark.slow
+def test_accelerate_two_cpu_processes_train_and_checkpoint(demos, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    overrides = [
+        *TINY_POLICY,
+        "training=smoke",
+        "logger=none",
+        "task.env_args.env_kwargs.image_size=32",
+        f"dataset.path={demos}",
+        "dataset.val_ratio=0.25",
+        f"run_dir={tmp_path}/ddp",
+        "evaluation.enabled=false",
+    ]
+    result = _cli(
+        str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", *overrides,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "ddp" / "checkpoints" / "step_0000004" / "policy").is_dir()
+    assert len(list((tmp_path / "ddp" / "checkpoints").glob(".tmp*"))) == 0
+
+
+@pytest.mark.slow
+def test_end_to_end_record_invert_train_resume_evaluate(tmp_path, one_torch_thread):
+    """The issue's tiny run: 2 demos recorded on the fly, inverted, trained, resumed, then
+    evaluated on 2 factors by eval.py's code (single report and comparison mode)."""
+    from stemob.evaluation.suite import after_training, evaluate_from_config
+    from stemob.training.run import train
+
+    cfg = compose(
+        [
+            *TINY_POLICY,
+            "training=smoke",
+            "logger=wandb",
+            "task.env_args.env_kwargs.image_size=32",
+            "task.demos.episodes=2",
+            f"dataset.path={tmp_path}/data/demos.hdf5",
+            "dataset.val_ratio=0",
+            f"run_dir={tmp_path}/run",
+            "evaluation.episodes=2",
+            "evaluation.perturbation_episodes=2",
+            "evaluation.envs=2",
+            "evaluation.videos=1",
+            "benchmark.perturbations=[none,light_color]",
+        ]
+    )
+    train(cfg, stop_at=2)
+    run = train({**cfg, "resume": True})
+    assert (tmp_path / "data" / "demos.hdf5").is_file()
+    assert list((tmp_path / "data").glob("demos.stemob-*.hdf5"))  # the Stem-OB cache
+    final = after_training(cfg, run)
+    report = json.loads((final / "results.json").read_text())
+    assert set(report["factors"]) == {"none", "light_color"}
+    for factor in report["factors"].values():
+        assert factor["episodes"] == 2 and 0.0 <= factor["rate"] <= 1.0
+    assert (final / "results.md").is_file() and (final / "results.png").is_file()
+    assert list(final.rglob("*.mp4"))
+
+    eval_cfg = compose(
+        [
+            f"checkpoint=[{run},{run}/checkpoints/step_0000002]",
+            "names=[final,early]",
+            "perturbation=light_color",
+            "episodes=2",
+            "envs=2",
+            "videos=0",
+            "logger.name=none",
+            f"output_dir={tmp_path}/eval",
+        ],
+        config_name="eval",
+    )
+    assert eval_cfg["perturbation"]["env"]["scene"]["factors"][0]["name"] == "light_color"
+    out = evaluate_from_config(eval_cfg)
+    assert (out / "comparison.md").is_file() and (out / "comparison.png").is_file()
+    for name in ("final", "early"):
+        data = json.loads((out / name / "results.json").read_text())
+        assert list(data["factors"]) == ["light_color"]
