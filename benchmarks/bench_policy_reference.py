@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import platform
 import statistics
@@ -357,14 +358,19 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
     kwargs = {"num_inference_steps": 10} if policy_name == "diffusion" else {}
     fns = {"ours": lambda: ours.predict_action(one, **kwargs), "reference": ref_infer}
     sides = [("ours", ours), ("reference", ref_module)]
-    if args.compile:
-        compiled = make_policy(policy_name, cfg, stats=batch_stats(batch))
-        compiled.load_state_dict(ours.state_dict())
-        compiled.eval().compile_inference()
+    variants = {"ours_compiled": args.compile, "ours_bf16": args.bf16}
+    for side in [name for name, wanted in variants.items() if wanted]:
+        variant = make_policy(policy_name, cfg, stats=batch_stats(batch))
+        variant.load_state_dict(ours.state_dict())
+        variant.eval()
+        if side == "ours_compiled":
+            variant.compile_inference()
+        else:
+            variant.config.inference_dtype = "bf16"
         for _ in range(3):  # compilation (and the recompilations) stay out of the timing
-            compiled.predict_action(one, **kwargs)
-        fns["ours_compiled"] = lambda: compiled.predict_action(one, **kwargs)
-        sides.append(("ours_compiled", compiled))
+            variant.predict_action(one, **kwargs)
+        fns[side] = functools.partial(variant.predict_action, one, **kwargs)
+        sides.append((side, variant))
     infer = interleaved(fns, infer_repeats, args.warmup + 1)
     row: dict[str, Any] = {
         "policy": policy_name,
@@ -388,29 +394,32 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
         row["ours"]["train_samples_per_s"] / row["reference"]["train_samples_per_s"], 2
     )
     row["infer_speedup"] = round(ref_ms / row["ours"]["infer_ms_per_chunk"], 2)
-    if "ours_compiled" in row:
-        row["infer_speedup_compiled"] = round(
-            ref_ms / row["ours_compiled"]["infer_ms_per_chunk"], 2
-        )
+    for side in ("ours_compiled", "ours_bf16"):
+        if side in row:
+            row[f"infer_speedup_{side.removeprefix('ours_')}"] = round(
+                ref_ms / row[side]["infer_ms_per_chunk"], 2
+            )
     return row
 
 
 def table(rows: list[dict[str, Any]], threads: int) -> str:
     lines = [
         "| policy | config | batch | threads | train samples/s ours / ref (ratio) | "
-        "inference ms/chunk ours / ref (speed-up) | ours compiled (speed-up) |",
-        "| --- | --- | ---: | ---: | --- | --- | --- |",
+        "inference ms/chunk ours / ref (speed-up) | ours compiled (speed-up) | ours bf16 (speed-up) |",
+        "| --- | --- | ---: | ---: | --- | --- | --- | --- |",
     ]
     for r in rows:
         o, f = r["ours"], r["reference"]
-        c = r.get("ours_compiled")
-        compiled = f"{c['infer_ms_per_chunk']} ({r['infer_speedup_compiled']}x)" if c else "-"
+        extra = []
+        for side in ("compiled", "bf16"):
+            v = r.get(f"ours_{side}")
+            extra.append(f"{v['infer_ms_per_chunk']} ({r[f'infer_speedup_{side}']}x)" if v else "-")
         name = "DP (DDIM 10)" if r["policy"] == "diffusion" else "ACT"
         lines.append(
             f"| {name} | {r['config']} | {r['batch']} | {threads} | "
             f"{o['train_samples_per_s']} / {f['train_samples_per_s']} ({r['train_ratio']}x) | "
             f"{o['infer_ms_per_chunk']} / {f['infer_ms_per_chunk']} ({r['infer_speedup']}x) | "
-            f"{compiled} |"
+            f"{extra[0]} | {extra[1]} |"
         )
     return "\n".join(lines)
 
@@ -437,6 +446,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--compile",
         action="store_true",
         help="also time ours after Policy.compile_inference() (torch.compile)",
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="also time ours with inference_dtype=bf16 (autocast)"
     )
     parser.add_argument("--out", default=str(RESULTS / "policy_reference.json"))
     args = parser.parse_args(argv)

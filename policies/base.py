@@ -79,6 +79,8 @@ class PolicyConfig:
         lr, betas, weight_decay: AdamW settings.
         lr_scheduler: ``cosine`` or ``constant`` (both after a linear warm-up).
         lr_warmup_steps: warm-up steps of the learning-rate schedule.
+        inference_dtype: ``fp32``, or ``bf16`` to run inference under bfloat16 autocast (about
+            twice as fast on CPUs with AVX-512 BF16 / AMX and on GPUs; actions stay float32).
     """
 
     obs_shapes: dict[str, list[int]] = field(default_factory=dict)
@@ -105,6 +107,7 @@ class PolicyConfig:
     weight_decay: float = 1e-6
     lr_scheduler: str = "cosine"
     lr_warmup_steps: int = 500
+    inference_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if not isinstance(self.obs_shapes, Mapping) or not self.obs_shapes:
@@ -176,6 +179,8 @@ class PolicyConfig:
         if self.lr_scheduler not in ("cosine", "constant"):
             raise StemobError(f"lr_scheduler {self.lr_scheduler!r}: expected cosine or constant")
         _positive_int("lr_warmup_steps", self.lr_warmup_steps, minimum=0)
+        if self.inference_dtype not in ("fp32", "bf16"):
+            raise StemobError(f"inference_dtype must be fp32 or bf16, got {self.inference_dtype!r}")
 
     @property
     def image_keys(self) -> list[str]:
@@ -328,11 +333,19 @@ class Policy(nn.Module):
         """The whole predicted window ``(B, horizon, A)`` in environment units."""
         raise NotImplementedError
 
+    def inference_chunk(self, obs: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        """:meth:`predict_chunk` in the config's ``inference_dtype`` (float32 actions)."""
+        if self.config.inference_dtype == "fp32":
+            return self.predict_chunk(obs, **kwargs)
+        device = self.normalizer.scale__action.device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return self.predict_chunk(obs, **kwargs).float()
+
     @torch.inference_mode()
     def predict_action(self, obs: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         """The chunk to execute: ``(B, n_action_steps, A)``, from step ``n_obs_steps - 1``."""
         start = self.config.n_obs_steps - 1
-        return self.predict_chunk(obs, **kwargs)[:, start : start + self.config.n_action_steps]
+        return self.inference_chunk(obs, **kwargs)[:, start : start + self.config.n_action_steps]
 
     def select_action(self, obs: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         """One action ``(B, A)`` per call, re-planning when the queued chunk is spent."""

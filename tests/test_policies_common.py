@@ -278,3 +278,21 @@ def test_micro_batches_give_the_same_features(monkeypatch):
     # BatchNorm in training needs the statistics of the whole batch: never split
     bn = CameraEncoder("small_cnn", 3, False, 4, 8, None, width=8).train()
     assert not encoders._splittable(bn) and encoders._splittable(bn.eval())
+
+
+@pytest.mark.parametrize("name", ["diffusion", "act"])
+def test_bf16_inference_stays_close_to_fp32(name):
+    shapes = {"cam0": [3, 24, 24], "state": [5]}
+    torch.manual_seed(0)
+    policy = make_policy(name, tiny(name, shapes)).eval()
+    batch = synthetic_batch(shapes, 3, 2, policy.config.n_obs_steps, policy.config.horizon)
+    torch.manual_seed(1)
+    full = policy.predict_action(batch["obs"])
+    policy.config.inference_dtype = "bf16"
+    torch.manual_seed(1)
+    half = policy.predict_action(batch["obs"])
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    scale = full.abs().max().item() + 1e-6
+    assert (half - full).abs().max().item() < 0.1 * scale
+    with pytest.raises(StemobError, match="inference_dtype"):
+        tiny(name, shapes, inference_dtype="fp8")

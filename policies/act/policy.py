@@ -208,7 +208,7 @@ class ACTPolicy(Policy):
         """One action ``(B, A)``: temporally ensembled when enabled, else from the action queue."""
         if self.ensembler is None:
             return super().select_action(obs, **kwargs)
-        return self.ensembler.update(self.predict_chunk(obs))
+        return self.ensembler.update(self.inference_chunk(obs))
 
     def reset(self) -> None:
         super().reset()
