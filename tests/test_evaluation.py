@@ -128,6 +128,16 @@ def test_lockstep_batches_give_the_same_episodes_as_one_env():
     assert {r.length for r in single.records if not r.success} == {12}  # the task's max steps
 
 
+def test_blind_evaluation_feeds_zero_images_and_keeps_the_state():
+    policy = line_policy()
+    run(policy, episodes=2, blind=True)
+    assert policy.seen and all(int(obs["cam_image"].abs().sum()) == 0 for obs in policy.seen)
+    assert any(float(obs["pos"].abs().sum()) > 0 for obs in policy.seen)
+    seeing = line_policy()
+    run(seeing, episodes=2)
+    assert any(int(obs["cam_image"].sum()) > 0 for obs in seeing.seen)
+
+
 def test_chunks_are_executed_and_stopped_at_termination():
     policy = line_policy()
     result = run(policy, episodes=7)

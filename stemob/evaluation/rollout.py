@@ -108,6 +108,7 @@ def evaluate(
     inversion_device: str | None = None,
     env_factory: EnvFactory | None = None,
     policy_kwargs: Mapping[str, Any] | None = None,
+    blind: bool = False,
 ) -> FactorResult:
     """Run ``episodes`` episodes of ``policy`` and return their outcomes.
 
@@ -126,6 +127,7 @@ def evaluate(
         inverter: a prebuilt Inverter for the policy's Stem-OB settings (shares one model).
         env_factory: ``(env_args, perturbation) -> env`` (default: ``make_env_from_args``).
         policy_kwargs: extra keyword arguments of the policy's prediction calls.
+        blind: feed the policy all-zero camera images (the check that a task needs vision).
 
     When ``policy.stemob`` is set, every camera image is inverted with exactly those settings,
     frame ids ``(seed, step, camera_key)`` (those of the dataset cache for ``demo_<seed>``).
@@ -204,6 +206,7 @@ def evaluate(
                     video_key=video_key,
                     rebuild=lambda: factory(env_args, perturbation),
                     policy_kwargs=dict(policy_kwargs or {}),
+                    blind=blind,
                 )
                 for slot in slots:
                     if video_dir is not None and slot.frames:
@@ -247,6 +250,7 @@ def _run_batch(
     video_key: str | None,
     rebuild: Callable[[], Any],
     policy_kwargs: dict[str, Any],
+    blind: bool = False,
 ) -> None:
     """Run one lockstep batch: ``slots[j]`` on ``envs[j]`` (replaced by ``rebuild()`` on error)."""
     policy.reset()
@@ -293,7 +297,10 @@ def _run_batch(
             # finished envs keep their last window (their actions are ignored), so the batch
             # size, and with it a temporal ensembler's state, stays fixed until the batch ends
             windows = [s.window if s.window is not None else fallback for s in slots]
-            actions = next_actions(policy, to_batch(windows, image_keys, device), **policy_kwargs)
+            batch = to_batch(windows, image_keys, device)
+            if blind:
+                batch = {k: v.zero_() if k in image_keys else v for k, v in batch.items()}
+            actions = next_actions(policy, batch, **policy_kwargs)
             actions = actions.float().cpu().numpy()
         except Exception as error:
             for j in active:

@@ -203,6 +203,7 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         "base_seed": int(cfg.get("base_seed", 100000)),
         "videos": int(cfg.get("videos", 2)),
         "max_steps": cfg.get("max_steps"),
+        "blind": bool(cfg.get("blind", False)),
     }
     episodes = int(cfg.get("episodes", 50))
     logger = _logger(out, cfg, cfg.get("logger"))
