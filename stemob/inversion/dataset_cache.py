@@ -11,7 +11,8 @@ each finished unit is written to its own file in ``<cache>.parts/`` (temp file, 
 killed run loses at most the units in flight and a resumed run skips finished ones. Under
 ``accelerate launch`` every process inverts its share of the units; the main process then merges
 the parts into the cache file (temp file, then rename) and removes the parts. Each frame's noise is
-seeded by (seed, episode, step, camera), so the result does not depend on batching or sharding.
+seeded by (seed, episode, step, camera), so the noise does not depend on batching or sharding
+(the convolution arithmetic may differ by one uint8 level with the batch size on CPU).
 """
 
 from __future__ import annotations
