@@ -224,3 +224,16 @@ def test_end_to_end_record_invert_train_resume_evaluate(tmp_path, one_torch_thre
     for name in ("final", "early"):
         data = json.loads((out / name / "results.json").read_text())
         assert list(data["factors"]) == ["light_color"]
+
+
+def test_a_dataset_without_env_args_takes_the_tasks(demos):
+    """RLBench folders store no env_args: the task config's go into the checkpoint."""
+    from stemob.training.prepare import build_dataset, build_policy
+
+    cfg = run_config(demos, Path("unused"), "stemob=none")
+    data = build_dataset(cfg["dataset"], cfg["policy"], None)
+    assert data.env_args["type"] == "stemob_tabletop"  # robomimic files store them
+    data.env_args = None
+    fallback = {"env_name": "rlbench/open_drawer", "type": "stemob_rlbench", "env_kwargs": {}}
+    policy = build_policy(cfg["policy"], data, None, fallback)
+    assert policy.env_args == fallback

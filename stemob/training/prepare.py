@@ -90,8 +90,17 @@ def build_dataset(
     return DemoDataset(config)
 
 
-def build_policy(policy_section: Mapping[str, Any], data: Any, settings: Any) -> Any:
-    """The policy named by the ``policy`` section, shaped by the dataset's keys and statistics."""
+def build_policy(
+    policy_section: Mapping[str, Any],
+    data: Any,
+    settings: Any,
+    env_args: Mapping[str, Any] | None = None,
+) -> Any:
+    """The policy named by the ``policy`` section, shaped by the dataset's keys and statistics.
+
+    The checkpoint's ``env_args`` are the dataset's (robomimic files store them), else
+    ``env_args`` (the task config's: RLBench episode folders and plain folders store none).
+    """
     from policies.base import make_policy
 
     meta = data.shape_meta
@@ -101,7 +110,11 @@ def build_policy(policy_section: Mapping[str, Any], data: Any, settings: Any) ->
         "action_dim": int(meta["action"]["shape"][0]),
     }
     return make_policy(
-        policy_section["name"], config, stats=data.stats, stemob=settings, env_args=data.env_args
+        policy_section["name"],
+        config,
+        stats=data.stats,
+        stemob=settings,
+        env_args=data.env_args or (dict(env_args) if env_args else None),
     )
 
 

@@ -106,7 +106,7 @@ def train(
         )
     dataset = build_dataset(cfg["dataset"], cfg["policy"], settings)
     torch.manual_seed(training.seed)  # identical initial weights on every process
-    policy = build_policy(cfg["policy"], dataset, settings)
+    policy = build_policy(cfg["policy"], dataset, settings, cfg["task"].get("env_args"))
     if accelerator.process_index:
         torch.manual_seed(training.seed + 1000 * accelerator.process_index)
 
