@@ -150,3 +150,12 @@ def test_expert_success_rate_100(task):
     env = TabletopEnv(task, image_size=16, cameras=("front",))
     assert run_expert(env, range(100)) >= 95
     env.close()
+
+
+def test_unknown_camera_or_action_mode_is_refused_by_name():
+    from envs.tabletop.env import TabletopEnv
+
+    with pytest.raises(StemobError, match=r"camera\(s\) \['side'\].*'cameras'"):
+        TabletopEnv("lift_cube", cameras="front,side")
+    with pytest.raises(StemobError, match="action_mode 'torque'"):
+        TabletopEnv("lift_cube", action_mode="torque")

@@ -30,6 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.options import camera_names, check_choice
 from stemob.errors import StemobError
 
 ENV_TYPE = "stemob_rlbench"
@@ -175,15 +176,8 @@ class RLBenchEnv(gym.Env):
         from envs.perturbations.config import load_config
         from envs.rlbench.targets import resolve_colosseum_config
 
-        if isinstance(cameras, str):
-            cameras = tuple(c for c in cameras.split(",") if c)
-        bad = [c for c in cameras if c not in CAMERAS]
-        if bad or not cameras:
-            raise StemobError(f"unknown camera(s) {bad} (option 'cameras'): expected {CAMERAS}")
-        if action_mode not in ACTION_MODES:
-            raise StemobError(
-                f"unknown action_mode {action_mode!r}: expected one of {ACTION_MODES}"
-            )
+        cameras = camera_names(cameras, CAMERAS)
+        check_choice("action_mode", action_mode, ACTION_MODES)
         if image_suffix not in IMAGE_SUFFIXES:
             raise StemobError(f"image_suffix must be one of {IMAGE_SUFFIXES}, got {image_suffix!r}")
         if int(image_size) < 8:

@@ -10,6 +10,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs.options import camera_names, check_choice
 from envs.tabletop.robot import (
     ARM_JOINTS,
     FINGER_MAX,
@@ -61,15 +62,8 @@ class TabletopEnv(gym.Env):
     ) -> None:
         from envs.perturbations import PerturbationSet
 
-        if isinstance(cameras, str):
-            cameras = tuple(c for c in cameras.split(",") if c)
-        bad = [c for c in cameras if c not in CAMERAS]
-        if bad or not cameras:
-            raise StemobError(f"unknown camera(s) {bad} (option 'cameras'): expected {CAMERAS}")
-        if action_mode not in ACTION_MODES:
-            raise StemobError(
-                f"unknown action_mode {action_mode!r}: expected one of {ACTION_MODES}"
-            )
+        cameras = camera_names(cameras, CAMERAS)
+        check_choice("action_mode", action_mode, ACTION_MODES)
         if int(image_size) < 8:
             raise StemobError(f"image_size must be >= 8, got {image_size}")
         self.task_name = task
