@@ -12,6 +12,7 @@ from typing import Any
 from stemob.errors import StemobError
 from stemob.evaluation.benchmark import TRAIN_FACTOR, run_benchmark
 from stemob.evaluation.results import FactorResult
+from stemob.training.loggers import RunLogger
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_EVAL_SEED = 200000
@@ -76,13 +77,13 @@ def make_evaluator(cfg: Mapping[str, Any]) -> Any:
     return evaluator
 
 
-def _logger(run_dir: Path, cfg: Mapping[str, Any], section: Mapping[str, Any] | None) -> Any:
-    from stemob.training.loggers import RunLogger
-
-    options = dict(section or {"name": "none"})
-    name = options.pop("name", "none")
-    keys = ("project", "entity", "tags", "mode", "group")
-    return RunLogger(run_dir, cfg, name=name, **{k: v for k, v in options.items() if k in keys})
+def _report_meta(folder: Path, policy: Any) -> dict[str, str]:
+    """What a report records about the evaluated checkpoint."""
+    return {
+        "checkpoint": str(folder),
+        "stemob": json.dumps(policy.stemob),
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def _log_results(
@@ -163,13 +164,9 @@ def after_training(cfg: Mapping[str, Any], run_dir: Path) -> Path | None:
     )
     from stemob.evaluation.report import write_report
 
-    meta = {
-        "checkpoint": str(policy_dir),
-        "stemob": json.dumps(policy.stemob),
-        "date": datetime.date.today().isoformat(),
-    }
-    paths = write_report(results, out, title=f"{cfg['task']['name']}: {run_dir.name}", meta=meta)
-    logger = _logger(run_dir, cfg, cfg.get("logger"))
+    title = f"{cfg['task']['name']}: {run_dir.name}"
+    paths = write_report(results, out, title=title, meta=_report_meta(policy_dir, policy))
+    logger = RunLogger.from_config(run_dir, cfg, cfg.get("logger"))
     try:
         _log_results(logger, results, int(cfg["training"]["steps"]), paths["plot"])
     finally:
@@ -206,7 +203,7 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         "blind": bool(cfg.get("blind", False)),
     }
     episodes = int(cfg.get("episodes", 50))
-    logger = _logger(out, cfg, cfg.get("logger"))
+    logger = RunLogger.from_config(out, cfg, cfg.get("logger"))
     named: dict[str, dict[str, FactorResult]] = {}
     try:
         for name, folder in policies.items():
@@ -224,12 +221,7 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
             results = _run_factors(
                 policy, factors, episodes, episodes, target, options, env_args=env_args
             )
-            meta = {
-                "checkpoint": str(folder),
-                "stemob": json.dumps(policy.stemob),
-                "date": datetime.date.today().isoformat(),
-            }
-            paths = write_report(results, target, title=f"{name}", meta=meta)
+            paths = write_report(results, target, title=name, meta=_report_meta(folder, policy))
             named[name] = results
             _log_results(logger, results, 0, paths["plot"], prefix=f"eval/{name}")
         if len(named) > 1:

@@ -67,6 +67,21 @@ class RunLogger:
                 settings=wandb.Settings(silent=True, console="off"),
             )
 
+    @classmethod
+    def from_config(
+        cls,
+        run_dir: str | os.PathLike,
+        config: Mapping[str, Any],
+        section: Mapping[str, Any] | None,
+        enabled: bool = True,
+    ) -> RunLogger:
+        """A logger from a ``logger`` config section (``name`` plus wandb settings)."""
+        options = dict(section or {"name": "none"})
+        name = options.pop("name", "none")
+        keys = ("project", "entity", "tags", "mode", "group")
+        wandb_options = {k: v for k, v in options.items() if k in keys}
+        return cls(run_dir, config, name=name, enabled=enabled, **wandb_options)
+
     def log(self, values: Mapping[str, Any], step: int) -> None:
         """Log scalar values at ``step`` (non-finite numbers are written as null in the JSON)."""
         if not self.enabled:

@@ -110,18 +110,7 @@ def train(
     if accelerator.process_index:
         torch.manual_seed(training.seed + 1000 * accelerator.process_index)
 
-    logger_cfg = dict(cfg.get("logger") or {"name": "none"})
-    logger = RunLogger(
-        run_dir,
-        cfg,
-        name=logger_cfg.pop("name", "none"),
-        enabled=main,
-        **{
-            k: v
-            for k, v in logger_cfg.items()
-            if k in ("project", "entity", "tags", "mode", "group")
-        },
-    )
+    logger = RunLogger.from_config(run_dir, cfg, cfg.get("logger"), enabled=main)
     trainer = Trainer(
         policy,
         dataset,

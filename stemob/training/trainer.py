@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -225,10 +224,7 @@ class Trainer:
             self.logger.log({"eval/success_rate": rate}, self.step)
             for i, video in enumerate(result.get("videos", [])):
                 self.logger.log_video(f"eval/video_{i}", video, self.step)
-            if self.checkpoints.update_best(self.step, rate):
-                (self.run_dir / "eval" / "best.json").write_text(
-                    json.dumps({"step": self.step, "success_rate": rate})
-                )
+            self.checkpoints.update_best(self.step, rate)
         self.accelerator.wait_for_everyone()
 
     @torch.no_grad()
