@@ -59,3 +59,23 @@ def test_bad_options_name_the_option():
         make_augment({"obs_aug": {"name": "aug", "brightnes": 0.2}})
     with pytest.raises(StemobError, match="wrist_image"):
         make_augment({"obs_aug": {"name": "aug", "keys": ["wrist_image"]}})(_batch())
+
+
+def test_aug_random_crop_translates_each_sample_by_at_most_shift_pixels():
+    frames = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 1, 1, 32, 32) % 251
+    batch = {"obs": {"img": frames.expand(8, 2, 3, 32, 32).to(torch.uint8).contiguous()}}
+    aug = {"name": "aug", "shift": 3, "brightness": 0, "contrast": 0, "saturation": 0, "hue": 0}
+    out = make_augment({"obs_aug": aug})(batch)["obs"]["img"].float()
+    src = batch["obs"]["img"].float()
+    moved = 0
+    for i in range(8):
+        # the centre of the output is the source translated by one (dy, dx) in [-3, 3]^2
+        found = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                 if torch.allclose(out[i, :, :, 4:-4, 4:-4], src[i, :, :, 4 + dy : 28 + dy, 4 + dx : 28 + dx], atol=1.0)]  # fmt: skip
+        assert found, f"sample {i} is not a translation of its source"
+        moved += found[0] != (0, 0)
+    assert moved >= 4  # most of the 8 samples moved (49 offsets, one of them (0, 0))
+    no_shift = make_augment({"obs_aug": {**aug, "shift": 0}})(batch)["obs"]["img"]
+    assert torch.equal(no_shift, batch["obs"]["img"])
+    with pytest.raises(StemobError, match="obs_aug.shift"):
+        make_augment({"obs_aug": {"name": "aug", "shift": -1}})

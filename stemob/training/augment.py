@@ -3,8 +3,9 @@
 The baselines of Stem-OB's comparison, usable with any policy:
 
 - ``none`` (``org``): the original observations.
-- ``aug``: colour jitter (brightness, contrast, saturation, hue), the usual practice; the
-  policy's own random crop completes it.
+- ``aug``: random crop (a shift of up to ``shift`` pixels after replicate padding, as in DrQ /
+  RAD, so the frame keeps its size) and colour jitter (brightness, contrast, saturation, hue): the
+  usual practice.
 - ``srm``: Spectrum Random Masking (Huang et al., NeurIPS 2022): a random share of each frame's
   Fourier coefficients is zeroed.
 - ``mix``: Mix-Spectrum (Lee et al., 2024): each frame's amplitude spectrum is mixed with that of
@@ -39,6 +40,8 @@ class AugmentConfig:
         name: ``none``, ``aug``, ``srm``, ``mix`` or ``ro``.
         keys: image keys to augment (None: every uint8 image key of the batch).
         probability: chance that a sample is augmented.
+        shift: ``aug`` random crop: frames are padded by ``shift`` pixels (edge replicated) and
+            cropped back to their size at a random offset (0 disables it).
         brightness, contrast, saturation: ``aug`` factors drawn from ``[1 - v, 1 + v]``.
         hue: ``aug`` hue shift drawn from ``[-hue, hue]`` (fraction of a full turn).
         mask_ratio: ``srm`` upper bound of the share of frequency coefficients zeroed.
@@ -51,6 +54,7 @@ class AugmentConfig:
     name: str = "none"
     keys: list[str] | None = None
     probability: float = 1.0
+    shift: int = 4
     brightness: float = 0.3
     contrast: float = 0.3
     saturation: float = 0.3
@@ -72,6 +76,8 @@ class AugmentConfig:
                 raise StemobError(f"obs_aug.{key} must be in [0, 1], got {value!r}")
         if not 0.0 <= self.hue <= 0.5:
             raise StemobError(f"obs_aug.hue must be in [0, 0.5], got {self.hue!r}")
+        if not isinstance(self.shift, int) or self.shift < 0:
+            raise StemobError(f"obs_aug.shift must be an integer >= 0, got {self.shift!r}")
         if self.pool_size < 1:
             raise StemobError(f"obs_aug.pool_size must be >= 1, got {self.pool_size!r}")
 
@@ -96,6 +102,20 @@ def _rotate_hue(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
     matrix = from_yiq @ rot @ to_yiq  # (B, 3, 3)
     return torch.einsum("bij,btjhw->btihw", matrix, x)
+
+
+def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Pad ``(B, T, C, H, W)`` by ``shift`` (edge replicated) and crop each sample back to
+    ``H x W`` at a random offset, the same for its ``T`` frames."""
+    if shift == 0:
+        return x
+    b, t, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x.reshape(b, t * c, h, w), [shift] * 4, mode="replicate")
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, b), generator=gen).tolist()
+    out = torch.stack(
+        [padded[i, :, y : y + h, x_ : x_ + w] for i, (y, x_) in enumerate(zip(dy, dx, strict=True))]
+    )
+    return out.reshape(b, t, c, h, w)
 
 
 class BatchAugment:
@@ -149,6 +169,7 @@ class BatchAugment:
         def shape(v: torch.Tensor) -> torch.Tensor:
             return v[:, None, None, None, None]
 
+        x = _random_shift(x, cfg.shift, gen)
         x = x * shape(_uniform(gen, b, 1 - cfg.brightness, 1 + cfg.brightness))
         mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)
         x = mean + (x - mean) * shape(_uniform(gen, b, 1 - cfg.contrast, 1 + cfg.contrast))

@@ -1,0 +1,97 @@
+"""The robustness study's runner bookkeeping (tools/robustness.py): k choice, row claims, records
+and the aggregate tables. The rows themselves (training + benchmark) are too long for tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("robustness", REPO / "tools" / "robustness.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "robustness", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "STUDY", tmp_path / "outputs")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "ROW_RESULTS", tmp_path / "results" / "study")
+    return module
+
+
+FACTORS = ("none", "light_color", "table_color", "mo_color", "all")
+
+
+def _finish(study, name: str, rates: dict[str, float], episodes: int = 20) -> None:
+    """Write an eval results.json for the row and record it, as run_row would."""
+    row = next(r for r in study.rows() if r.name == name)
+    factors, records = {}, {}
+    for factor in FACTORS:
+        wins = round(rates.get(factor, 0.5) * episodes)
+        factors[factor] = {"successes": wins, "completed": episodes, "episodes": episodes,
+                           "errors": 0, "rate": wins / episodes, "stderr": 0.1, "mean_length": 50.0}  # fmt: skip
+        records[factor] = [{"success": i < wins, "error": None} for i in range(episodes)]
+    row.results.parent.mkdir(parents=True, exist_ok=True)
+    row.results.write_text(json.dumps({"factors": factors, "records": records}))
+    study.write_record(row, {"eval_wall_s": 1.0}, threads=1)
+
+
+def test_stemob_rows_wait_for_the_sweep_then_use_its_best_k(study):
+    stem = next(r for r in study.rows() if r.name == "put_in_bowl/stemob/seed1")
+    with pytest.raises(study.Deferred):
+        stem.resolved()
+    for k, light in zip((5, 10, 15, 20, 25), (0.2, 0.6, 0.6, 0.4, 0.1), strict=True):
+        _finish(study, f"lift_cube/sweep_k{k}/seed0", {"light_color": light, "none": 0.5 + k / 100})
+    # k=10 and k=15 tie on the validation factor; k=15 has the better clean rate
+    assert study.chosen_k() == 15
+    assert "stemob.inversion_steps=15" in stem.resolved().train_command()
+    chosen = next(r for r in study.rows() if r.name == "lift_cube/stemob/seed0").resolved()
+    assert chosen.policy_of == "lift_cube/sweep_k15/seed0"
+    assert "benchmark=colosseum" in chosen.eval_command()
+
+
+def test_a_claim_is_exclusive_and_a_dead_holders_claim_is_taken_over(study):
+    row = study.rows()[0]
+    assert study.claim(row)
+    assert not study.claim(row)  # held by this live process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    (row.run_dir / ".claim").write_text(dead)
+    assert study.claim(row)
+
+
+def test_records_keep_the_outcome_of_every_episode_and_the_commands(study):
+    _finish(study, "lift_cube/org/seed0", {"none": 0.75})
+    record = json.loads((study.ROW_RESULTS / "lift_cube/org/seed0.json").read_text())
+    assert record["factors"]["none"]["outcomes"] == "1" * 15 + "0" * 5
+    assert (
+        "obs_aug=none" in record["commands"]["train"]
+        and "training.threads=1" in (record["commands"]["train"])
+    )
+
+
+def test_aggregate_excludes_the_validation_factor_from_gen_and_keeps_the_hand_written_text(study):
+    for seed, table in enumerate((0.2, 0.4, 0.6)):
+        _finish(study, f"lift_cube/org/seed{seed}",
+                {"none": 0.9, "light_color": 1.0, "table_color": table, "mo_color": 0.0})  # fmt: skip
+    study.RESULTS.mkdir(parents=True, exist_ok=True)
+    (study.RESULTS / "robustness.md").write_text(
+        f"# Study\n\nintro\n\n{study.GENERATED_START}\nold\n{study.GENERATED_END}\n\nclosing\n"
+    )
+    payload = study.aggregate()
+    org = payload["summary"]["lift_cube/org"]
+    assert org["seeds"] == 3 and org["train"] == pytest.approx(0.9)
+    assert org["gen_mean"] == pytest.approx((0.4 + 0.0) / 2)  # light_color and `all` left out
+    assert org["gen_by_seed"] == pytest.approx([0.1, 0.2, 0.3])
+    md = (study.RESULTS / "robustness.md").read_text()
+    assert md.startswith("# Study\n\nintro") and md.rstrip().endswith("closing")
+    assert "old" not in md and "| lift_cube/org | 3 | 90.0 | 20.0 ± 20.0 |" in md
+    assert (study.RESULTS / "robustness_lift_cube.png").stat().st_size > 1000
+    assert "lift_cube/aug/seed0" in payload["rows_todo"]
