@@ -323,6 +323,36 @@ def test_run_benchmark_evaluates_every_factor_on_the_same_seeds():
         run_benchmark(line_policy(), {}, {"shifted": None}, {"none": 3}, progress=False)
 
 
+def test_a_killed_benchmark_resumes_factor_by_factor(tmp_path):
+    factors = {"none": None, "shifted": {"shift": 0.4}}
+    made: list[float] = []
+
+    def counting(env_args, perturbation):
+        made.append((perturbation or {}).get("shift", 0.0))
+        return LineEnv(shift=made[-1])
+
+    def bench(episodes=4, key="a"):
+        made.clear()
+        return run_benchmark(line_policy(), {}, factors, episodes, progress=False,
+                             env_factory=counting, resume_dir=tmp_path, resume_key={"policy": key})  # fmt: skip
+
+    first = bench()
+    assert set(made) == {0.0, 0.4}
+    (tmp_path / "shifted.json").unlink()  # killed while evaluating `shifted`
+    again = bench()
+    assert set(made) == {0.4}  # only `shifted` ran again
+    assert [outcomes(r) for r in again.values()] == [outcomes(r) for r in first.values()]
+    (tmp_path / "none.json").write_text("{not json")
+    bench()
+    assert set(made) == {0.0}  # an unreadable saved factor is evaluated again
+    bench(key="b")
+    assert set(made) == {0.0, 0.4}  # another checkpoint: everything reruns
+    bench(episodes=5, key="b")
+    assert set(made) == {0.0, 0.4}  # another episode count too
+    bench(episodes=5, key="b")
+    assert made == []
+
+
 def make_results(rates: dict[str, tuple[int, int]]) -> dict[str, FactorResult]:
     out = {}
     for name, (wins, n) in rates.items():

@@ -170,7 +170,7 @@ def test_accelerate_two_cpu_processes_train_and_checkpoint(demos, tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_record_invert_train_resume_evaluate(tmp_path, one_torch_thread):
+def test_end_to_end_record_invert_train_resume_evaluate(tmp_path, one_torch_thread, monkeypatch):
     """The issue's tiny run: 2 demos recorded on the fly, inverted, trained, resumed, then
     evaluated on 2 factors by eval.py's code (single report and comparison mode)."""
     from stemob.evaluation.suite import after_training, evaluate_from_config
@@ -204,6 +204,16 @@ def test_end_to_end_record_invert_train_resume_evaluate(tmp_path, one_torch_thre
         assert factor["episodes"] == 2 and 0.0 <= factor["rate"] <= 1.0
     assert (final / "results.md").is_file() and (final / "results.png").is_file()
     assert list(final.rglob("*.mp4"))
+    # a rerun on the same checkpoint (e.g. after a kill) reuses every finished factor
+    import stemob.evaluation.benchmark as benchmark
+
+    def no_rollouts(*args, **kwargs):
+        raise AssertionError("a finished factor was evaluated again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(benchmark, "evaluate", no_rollouts)
+        again = json.loads((after_training(cfg, run) / "results.json").read_text())
+    assert again["factors"] == report["factors"]
 
     eval_cfg = compose(
         [

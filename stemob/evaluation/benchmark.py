@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,8 @@ def run_benchmark(
     progress: bool = True,
     video_dir: str | Path | None = None,
     on_result: Callable[[str, FactorResult], None] | None = None,
+    resume_dir: str | Path | None = None,
+    resume_key: Mapping[str, Any] | None = None,
     **evaluate_kwargs: Any,
 ) -> dict[str, FactorResult]:
     """Evaluate ``policy`` under every factor (``None``: the env of ``env_args`` as it is).
@@ -69,6 +73,10 @@ def run_benchmark(
     Every factor uses the same seeds (``base_seed + i``), so all methods and factors see the
     same initial states. ``on_result(name, result)`` is called after each factor (e.g. to log
     to wandb or write partial reports). Other keyword arguments go to :func:`evaluate`.
+
+    With ``resume_dir``, each finished factor is saved there (``<factor>.json``) and a later call
+    with the same ``resume_key`` (e.g. the checkpoint's fingerprint), factor file and episode
+    count reuses it instead of evaluating it again: a killed benchmark resumes factor by factor.
     """
     from tqdm import tqdm
 
@@ -90,6 +98,13 @@ def run_benchmark(
     bar = tqdm(list(factors.items()), desc="benchmark", unit="factor", disable=not progress)
     for name, perturbation in bar:
         bar.set_postfix(factor=name)
+        saved = Path(resume_dir) / f"{name}.json" if resume_dir is not None else None
+        key = _factor_key(resume_key, perturbation, counts[name], evaluate_kwargs)
+        if saved is not None and (result := _load_saved(saved, key)) is not None:
+            results[name] = result
+            if on_result is not None:
+                on_result(name, result)
+            continue
         result = evaluate(
             policy,
             env_args,
@@ -101,7 +116,41 @@ def run_benchmark(
             **evaluate_kwargs,
         )
         results[name] = result
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            tmp = saved.with_name(f".{saved.name}.tmp")
+            tmp.write_text(json.dumps({"key": key, "result": result.to_dict()}, default=str))
+            os.replace(tmp, saved)
         if on_result is not None:
             on_result(name, result)
     bar.close()
     return results
+
+
+def _factor_key(
+    resume_key: Mapping[str, Any] | None,
+    perturbation: str | Path | Mapping[str, Any] | None,
+    episodes: int,
+    evaluate_kwargs: Mapping[str, Any],
+) -> str:
+    """What a saved factor result must match to be reused: the caller's key, the perturbation
+    (a file's content), the episode count and the plain evaluate options."""
+    if isinstance(perturbation, (str, Path)):
+        perturbation = {"file": str(perturbation), "text": Path(perturbation).read_text()}
+    options = {
+        k: v
+        for k, v in evaluate_kwargs.items()
+        if v is None or isinstance(v, (int, float, bool, str))
+    }
+    return json.dumps(
+        [dict(resume_key or {}), perturbation, episodes, options], sort_keys=True, default=str
+    )
+
+
+def _load_saved(path: Path, key: str) -> FactorResult | None:
+    """The saved result at ``path`` when its key matches (anything unreadable is ignored)."""
+    try:
+        data = json.loads(path.read_text())
+        return FactorResult.from_dict(data["result"]) if data.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

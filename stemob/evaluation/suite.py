@@ -116,8 +116,11 @@ def _run_factors(
     out_dir: Path,
     options: Mapping[str, Any],
     env_args: Mapping[str, Any] | None = None,
+    policy_dir: Path | None = None,
 ) -> dict[str, FactorResult]:
-    """Every factor in one benchmark call (one shared Inverter), a line printed per factor."""
+    """Every factor in one benchmark call (one shared Inverter), a line printed per factor.
+    With ``policy_dir``, finished factors are kept in ``out_dir/factors`` and a rerun on the same
+    checkpoint (same weights) reuses them: a killed evaluation resumes."""
 
     def report(name: str, r: FactorResult) -> None:
         print(f"  {name:<20s} {r.successes:3d}/{r.completed:<3d} success  ({r.errors} errors)")
@@ -130,8 +133,23 @@ def _run_factors(
         episodes,
         video_dir=out_dir / "videos",
         on_result=report,
+        resume_dir=out_dir / "factors" if policy_dir is not None else None,
+        resume_key={"policy": _fingerprint(policy_dir), "env_args": env_args}
+        if policy_dir
+        else None,
         **options,
     )
+
+
+def _fingerprint(folder: Path) -> str:
+    """sha256 over the names and bytes of a checkpoint folder's files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def after_training(cfg: Mapping[str, Any], run_dir: Path) -> Path | None:
@@ -161,6 +179,7 @@ def after_training(cfg: Mapping[str, Any], run_dir: Path) -> Path | None:
             "base_seed": int(section.get("base_seed", 100000)),
             "videos": int(section.get("videos", 2)),
         },
+        policy_dir=policy_dir,
     )
     from stemob.evaluation.report import write_report
 
@@ -219,7 +238,7 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
             target = out / name if len(policies) > 1 else out
             print(f"evaluating {name} ({folder}) on {list(factors)}, {episodes} episodes each")
             results = _run_factors(
-                policy, factors, episodes, episodes, target, options, env_args=env_args
+                policy, factors, episodes, episodes, target, options, env_args, folder
             )
             paths = write_report(results, target, title=name, meta=_report_meta(folder, policy))
             named[name] = results
