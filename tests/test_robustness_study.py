@@ -26,7 +26,7 @@ def study(tmp_path, monkeypatch):
     return module
 
 
-FACTORS = ("none", "light_color", "table_color", "mo_color", "all")
+FACTORS = ("none", "light_color", "table_color", "mo_color", "ro_color", "all")
 
 
 def _finish(study, name: str, rates: dict[str, float], episodes: int = 20) -> None:
@@ -54,7 +54,7 @@ def test_stemob_rows_wait_for_the_sweep_then_use_its_best_k(study):
     assert "stemob.inversion_steps=15" in stem.resolved().train_command()
     chosen = next(r for r in study.rows() if r.name == "lift_cube/stemob/seed0").resolved()
     assert chosen.policy_of == "lift_cube/sweep_k15/seed0"
-    assert "benchmark=colosseum" in chosen.eval_command()
+    assert "benchmark=colosseum_no_receiver" in chosen.eval_command()  # lift_cube has no ro_*
 
 
 def test_a_claim_is_exclusive_and_a_dead_holders_claim_is_taken_over(study):
@@ -88,7 +88,9 @@ def test_aggregate_excludes_the_validation_factor_from_gen_and_keeps_the_hand_wr
     payload = study.aggregate()
     org = payload["summary"]["lift_cube/org"]
     assert org["seeds"] == 3 and org["train"] == pytest.approx(0.9)
-    assert org["gen_mean"] == pytest.approx((0.4 + 0.0) / 2)  # light_color and `all` left out
+    # light_color (chose k), `all` and ro_color (lift_cube has no receiver object) are left out
+    assert org["gen_mean"] == pytest.approx((0.4 + 0.0) / 2)
+    assert "ro_color" not in org["per_factor"]
     assert org["gen_by_seed"] == pytest.approx([0.1, 0.2, 0.3])
     md = (study.RESULTS / "robustness.md").read_text()
     assert md.startswith("# Study\n\nintro") and md.rstrip().endswith("closing")

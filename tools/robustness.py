@@ -40,6 +40,9 @@ VALIDATION_FACTOR = "light_color"
 """The factor k is chosen on; it is left out of the reported Gen mean."""
 EXCLUDED_FROM_GEN = {"none", "all", VALIDATION_FACTOR}
 TASKS = ("lift_cube", "put_in_bowl")
+BENCHMARKS = {"lift_cube": "colosseum_no_receiver", "put_in_bowl": "colosseum"}
+"""Per task: the Colosseum factors it has (lift_cube has no receiver object for ro_*)."""
+NOT_APPLICABLE = {"lift_cube": {"ro_color", "ro_texture", "ro_size"}}
 EPISODES = 25
 K_SWEEP = (15, 5, 25, 10, 20)
 """Run order of the sweep (k of N=50 ddpm steps); reported sorted."""
@@ -70,7 +73,7 @@ class Row:
     overrides: list[str]
     eval_overrides: list[str] = field(default_factory=list)
     kind: str = "main"  # main | sweep | blind
-    benchmark: str = "colosseum"
+    benchmark: str = ""  # default: the task's (BENCHMARKS)
     policy_of: str | None = None  # evaluate another row's policy (blind check, chosen sweep row)
 
     @property
@@ -122,7 +125,7 @@ class Row:
     def eval_command(self, threads: int = 0) -> list[str]:
         return [
             sys.executable, "eval.py", f"checkpoint={self.checkpoint}",
-            f"benchmark={self.benchmark}", f"episodes={EPISODES}", "envs=4", "videos=1",
+            f"benchmark={self.benchmark or BENCHMARKS[self.task]}", f"episodes={EPISODES}", "envs=4", "videos=1",
             f"output_dir={self.run_dir / 'benchmark'}", "logger.group=robustness",
             *self.eval_overrides, *([f"threads={threads}"] if threads else []),
         ]  # fmt: skip
@@ -339,7 +342,8 @@ def summarize(records: list[dict]) -> dict:
         groups.setdefault(f"{r['task']}/{r['method']}", []).append(r)
     summary = {}
     for key, seeds in sorted(groups.items()):
-        names = list(seeds[0]["factors"])
+        skip = NOT_APPLICABLE.get(seeds[0]["task"], set())
+        names = [n for n in seeds[0]["factors"] if n not in skip]
         per_factor = {n: _mean([s["factors"][n]["rate"] for s in seeds if n in s["factors"]])
                       for n in names}  # fmt: skip
         gen_names = [n for n in names if n not in EXCLUDED_FROM_GEN]
@@ -415,14 +419,17 @@ def write_markdown(summary: dict, k: int | None) -> str:
         "All = every setting except `all`.",
         "",
     ]
-    if main:
-        factors = [n for n in next(iter(main.values()))["per_factor"]]
-        lines += ["### Per factor (success %, mean over seeds)", "",
-                  "| task / method | " + " | ".join(factors) + " |",
+    for task in TASKS:
+        rows_of_task = {key: s for key, s in main.items() if key.startswith(task + "/")}
+        if not rows_of_task:
+            continue
+        factors = list(next(iter(rows_of_task.values()))["per_factor"])
+        lines += [f"### {task}: success per setting (%, mean over seeds)", "",
+                  "| method | " + " | ".join(factors) + " |",
                   "|---|" + "---:|" * len(factors)]  # fmt: skip
-        for key, s in main.items():
+        for key, s in rows_of_task.items():
             cells = " | ".join(_pct(s["per_factor"].get(n)) for n in factors)
-            lines.append(f"| {key} | {cells} |")
+            lines.append(f"| {key.split('/', 1)[1]} | {cells} |")
         lines.append("")
     sweep = [(kk, summary.get(f"lift_cube/sweep_k{kk}")) for kk in sorted(K_SWEEP)]
     if any(s for _, s in sweep):
