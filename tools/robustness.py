@@ -301,6 +301,8 @@ def run(selected: list[Row], threads: int) -> None:
                 if load_record(ready) is None:
                     print(f"== {ready.name}", flush=True)
                     run_row(ready, threads)
+            except subprocess.CalledProcessError as error:
+                print(f"!! {ready.name} failed ({error}); skipped by this runner", flush=True)
             finally:
                 (ready.run_dir / ".claim").unlink(missing_ok=True)
             pending.remove(row)
