@@ -232,7 +232,7 @@ def _subprocess_env(threads: int) -> dict[str, str]:
 
 def run_row(row: Row, threads: int = 0) -> None:
     """Train (or resume) and evaluate one row, then commit its counts to ``results/study``;
-    a finished part is skipped."""
+    finished training and finished factors are kept."""
     times: dict[str, float] = {}
     env = _subprocess_env(threads)
     if row.policy_of is None and not (row.run_dir / "summary.json").is_file():
@@ -240,10 +240,11 @@ def run_row(row: Row, threads: int = 0) -> None:
         start = time.perf_counter()
         subprocess.run([*row.train_command(threads), *resume], cwd=REPO, check=True, env=env)
         times["train_wall_s" + ("_resumed" if resume else "")] = time.perf_counter() - start
-    if not row.results.is_file():
-        start = time.perf_counter()
-        subprocess.run(row.eval_command(threads), cwd=REPO, check=True, env=env)
-        times["eval_wall_s"] = time.perf_counter() - start
+    # always run: eval.py reuses the factors it finished on this very checkpoint (fingerprinted)
+    # and re-evaluates anything else, so a stale report can never be recorded for a row
+    start = time.perf_counter()
+    subprocess.run(row.eval_command(threads), cwd=REPO, check=True, env=env)
+    times["eval_wall_s"] = time.perf_counter() - start
     write_record(row, times, threads)
 
 
