@@ -92,6 +92,8 @@ def test_aggregate_excludes_the_validation_factor_from_gen_and_keeps_the_hand_wr
     assert org["gen_mean"] == pytest.approx((0.4 + 0.0) / 2)
     assert "ro_color" not in org["per_factor"]
     assert org["gen_by_seed"] == pytest.approx([0.1, 0.2, 0.3])
+    # table_color pooled 0.4 over 60 episodes, mo_color 0: sqrt(0.4 * 0.6 / 60) / 2
+    assert org["gen_stderr"] == pytest.approx((0.4 * 0.6 / 60) ** 0.5 / 2)
     md = (study.RESULTS / "robustness.md").read_text()
     assert md.startswith("# Study\n\nintro") and md.rstrip().endswith("closing")
     assert "old" not in md and "| lift_cube/org | 3 | 90.0 | 20.0 ± 20.0 |" in md

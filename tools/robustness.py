@@ -352,6 +352,11 @@ def summarize(records: list[dict]) -> dict:
         gen_names = [n for n in names if n not in EXCLUDED_FROM_GEN]
         gen = [per_factor[n] for n in gen_names]
         gen_by_seed = [_mean([s["factors"][n]["rate"] for n in gen_names]) for s in seeds]
+        # binomial standard error of the Gen mean: episodes pooled over seeds, factors independent
+        completed = {n: sum(s["factors"][n]["completed"] for s in seeds) for n in gen_names}
+        variance = sum(
+            per_factor[n] * (1 - per_factor[n]) / max(completed[n], 1) for n in gen_names
+        )
         summary[key] = {
             "kind": seeds[0]["kind"],
             "seeds": len(seeds),
@@ -361,6 +366,7 @@ def summarize(records: list[dict]) -> dict:
             ],
             "gen_mean": _mean(gen),
             "gen_std_over_factors": _std(gen),
+            "gen_stderr": variance**0.5 / len(gen_names) if gen_names else None,
             "gen_by_seed": [g for g in gen_by_seed if g is not None],
             "all": _mean([v for n, v in per_factor.items() if n != "all"]),
             "per_factor": per_factor,
@@ -405,20 +411,23 @@ def _target_lines(summary: dict) -> list[str]:
 def write_markdown(summary: dict, k: int | None) -> str:
     """The study's tables (generated part of results/robustness.md)."""
     lines = [
-        "| task / method | seeds | Train | Gen (mean ± std over factors) | Gen per seed | All |",
-        "|---|---:|---:|---:|---|---:|",
+        "| task / method | seeds | Train | Gen (mean ± std over factors) | Gen s.e. | Gen per seed "
+        "| All |",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
     main = {key: s for key, s in summary.items() if s["kind"] == "main"}
     for key, s in main.items():
         gen = f"{_pct(s['gen_mean'])} ± {_pct(s['gen_std_over_factors'])}"
         per_seed = " / ".join(_pct(g) for g in s["gen_by_seed"])
         lines.append(
-            f"| {key} | {s['seeds']} | {_pct(s['train'])} | {gen} | {per_seed} | {_pct(s['all'])} |"
+            f"| {key} | {s['seeds']} | {_pct(s['train'])} | {gen} | {_pct(s['gen_stderr'])} "
+            f"| {per_seed} | {_pct(s['all'])} |"
         )
     lines += [
         "",
         f"Rates in %, {EPISODES} episodes per setting and seed; Train = clean setting; Gen = the "
         f"Colosseum factors except {VALIDATION_FACTOR} (k was chosen on it) and `all`; "
+        "Gen s.e. = binomial standard error of the Gen mean (episodes pooled over seeds); "
         "All = every setting except `all`.",
         "",
     ]
