@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -200,6 +201,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holder(lock: Path) -> int:
+    """The pid written in a row's lock file (0: no lock, or an unreadable one)."""
+    try:
+        return int(lock.read_text() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
 def claim(row: Row) -> bool:
     """Take the row's lock file (``.claim`` with this pid); a dead holder's lock is taken over."""
     lock = row.run_dir / ".claim"
@@ -208,10 +217,7 @@ def claim(row: Row) -> bool:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                holder = int(lock.read_text() or "0")
-            except (OSError, ValueError):
-                holder = 0
+            holder = _holder(lock)
             if holder and _alive(holder):
                 return False
             lock.unlink(missing_ok=True)
@@ -318,23 +324,17 @@ def run(selected: list[Row], threads: int) -> None:
 
 
 def _claimed_by_other(row: Row) -> bool:
-    lock = row.run_dir / ".claim"
-    try:
-        holder = int(lock.read_text() or "0")
-    except (OSError, ValueError):
-        return False
-    return holder != os.getpid() and _alive(holder)
+    holder = _holder(row.run_dir / ".claim")
+    return bool(holder) and holder != os.getpid() and _alive(holder)
 
 
 def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    return statistics.fmean(values) if values else None
 
 
 def _std(values: list[float]) -> float | None:
-    if not values:
-        return None
-    m = sum(values) / len(values)
-    return (sum((v - m) ** 2 for v in values) / len(values)) ** 0.5
+    """Population standard deviation (over factors, as Stem-OB's tables)."""
+    return statistics.pstdev(values) if values else None
 
 
 def summarize(records: list[dict]) -> dict:

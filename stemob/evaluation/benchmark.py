@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 
 from stemob.errors import StemobError
+from stemob.evaluation.report import write_text_atomic
 from stemob.evaluation.results import FactorResult
 from stemob.evaluation.rollout import evaluate, policy_device
 
@@ -99,28 +99,26 @@ def run_benchmark(
     for name, perturbation in bar:
         bar.set_postfix(factor=name)
         saved = Path(resume_dir) / f"{name}.json" if resume_dir is not None else None
-        key = _factor_key(resume_key, perturbation, counts[name], evaluate_kwargs)
-        if saved is not None and (result := _load_saved(saved, key)) is not None:
-            results[name] = result
-            if on_result is not None:
-                on_result(name, result)
-            continue
-        result = evaluate(
-            policy,
-            env_args,
-            perturbation,
-            counts[name],
-            name=name,
-            progress=progress,
-            video_dir=Path(video_dir) / name if video_dir is not None else None,
-            **evaluate_kwargs,
-        )
+        result, key = None, ""
+        if saved is not None:  # the key reads the perturbation file: only when resuming
+            key = _factor_key(resume_key, perturbation, counts[name], evaluate_kwargs)
+            result = _load_saved(saved, key)
+        if result is None:
+            result = evaluate(
+                policy,
+                env_args,
+                perturbation,
+                counts[name],
+                name=name,
+                progress=progress,
+                video_dir=Path(video_dir) / name if video_dir is not None else None,
+                **evaluate_kwargs,
+            )
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                payload = {"key": key, "result": result.to_dict()}
+                write_text_atomic(saved, json.dumps(payload, default=str))
         results[name] = result
-        if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            tmp = saved.with_name(f".{saved.name}.tmp")
-            tmp.write_text(json.dumps({"key": key, "result": result.to_dict()}, default=str))
-            os.replace(tmp, saved)
         if on_result is not None:
             on_result(name, result)
     bar.close()

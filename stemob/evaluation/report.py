@@ -19,7 +19,8 @@ TRAIN_FACTOR = "none"
 MEAN_ROW = "mean over perturbations"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -131,7 +132,7 @@ def write_report(
         "records": {n: results[n].to_dict()["records"] for n in names},
     }
     json_path = out / "results.json"
-    _write_atomic(json_path, json.dumps(data, indent=2, default=str))
+    write_text_atomic(json_path, json.dumps(data, indent=2, default=str))
 
     lines = [
         f"# {title}",
@@ -156,7 +157,7 @@ def write_report(
     if errors:
         lines += ["", "## Errors", "", *[f"- {m}" for m in errors[:50]]]
     md_path = out / "results.md"
-    _write_atomic(md_path, "\n".join(lines) + "\n")
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
 
     png_path = out / "results.png"
     _bar_plot({title: results}, names, png_path, title, train_factor)
@@ -187,7 +188,7 @@ def write_comparison(
         "methods": {m: summarize(r, train_factor) for m, r in named_results.items()},
     }
     json_path = out / "comparison.json"
-    _write_atomic(json_path, json.dumps(data, indent=2, default=str))
+    write_text_atomic(json_path, json.dumps(data, indent=2, default=str))
     lines = [
         f"# {title}",
         "",
@@ -206,7 +207,7 @@ def write_comparison(
     lines.append(f"| **{MEAN_ROW}** | " + " | ".join(f"**{_pct(*ms)}**" for ms in means) + " |")
     lines += ["", "Success rate (%) ± binomial standard error."]
     md_path = out / "comparison.md"
-    _write_atomic(md_path, "\n".join(lines) + "\n")
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
     png_path = out / "comparison.png"
     _bar_plot(named_results, names, png_path, title, train_factor)
     return {"json": json_path, "markdown": md_path, "plot": png_path}

@@ -125,6 +125,11 @@ def _run_factors(
     def report(name: str, r: FactorResult) -> None:
         print(f"  {name:<20s} {r.successes:3d}/{r.completed:<3d} success  ({r.errors} errors)")
 
+    resume_dir, resume_key = None, None
+    if policy_dir is not None:
+        resume_dir = out_dir / "factors"
+        resume_key = {"policy": _fingerprint(policy_dir), "env_args": env_args}
+
     episodes = {n: clean_episodes if n == TRAIN_FACTOR else perturbed_episodes for n in factors}
     return run_benchmark(
         policy,
@@ -133,10 +138,8 @@ def _run_factors(
         episodes,
         video_dir=out_dir / "videos",
         on_result=report,
-        resume_dir=out_dir / "factors" if policy_dir is not None else None,
-        resume_key={"policy": _fingerprint(policy_dir), "env_args": env_args}
-        if policy_dir
-        else None,
+        resume_dir=resume_dir,
+        resume_key=resume_key,
         **options,
     )
 
