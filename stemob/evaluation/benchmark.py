@@ -10,12 +10,9 @@ from typing import Any
 import yaml
 
 from stemob.errors import StemobError
-from stemob.evaluation.report import write_text_atomic
+from stemob.evaluation.report import TRAIN_FACTOR, write_text_atomic
 from stemob.evaluation.results import FactorResult
 from stemob.evaluation.rollout import evaluate, policy_device
-
-TRAIN_FACTOR = "none"
-"""The factor name of the training (clean) setting."""
 
 
 def load_benchmark(

@@ -16,6 +16,7 @@ from stemob.errors import StemobError
 from stemob.evaluation.results import FactorResult, mean_over
 
 TRAIN_FACTOR = "none"
+"""The factor name of the training (clean) setting."""
 MEAN_ROW = "mean over perturbations"
 
 
