@@ -142,7 +142,8 @@ def _dp(*overrides: str) -> list[str]:
 def rows() -> list[Row]:
     """Every row of the CPU-scale protocol, in the order they are run: the k sweep (with the
     first `org` row and its blind check in the middle, so that a short session has a baseline),
-    then the seed-0 rows of every method, then the other seeds, then ACT."""
+    then the seed-0 rows of every method (lift_cube's, its extras, put_in_bowl's), then ACT, then
+    the other seeds."""
     sweep = [
         Row(f"lift_cube/sweep_k{k}/seed0", "lift_cube",
             _dp("stemob=ddpm", f"stemob.inversion_steps={k}", "obs_aug=none", "training.seed=0"),
@@ -175,7 +176,7 @@ def rows() -> list[Row]:
     lift0 = [r for r in seed0 if r.task == "lift_cube"]
     others0 = [r for r in seed0 if r.task != "lift_cube"]
     later = [r for r in main.values() if not r.name.endswith("seed0")]
-    return [*sweep[:3], *first, *sweep[3:], *lift0, *extras, *others0, *later, *act]
+    return [*sweep[:3], *first, *sweep[3:], *lift0, *extras, *others0, *act, *later]
 
 
 def load_record(row: Row) -> dict | None:
