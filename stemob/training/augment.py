@@ -125,6 +125,7 @@ class BatchAugment:
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
         self._pool: torch.Tensor | None = None
+        self._pool_amplitude: torch.Tensor | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """The RNG state (saved with the training state for exact resumption)."""
@@ -146,6 +147,17 @@ class BatchAugment:
             ]
             self._pool = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
         return self._pool
+
+    def pool_crop(self, h: int, w: int) -> torch.Tensor:
+        """The pool textures cropped to ``(N, 3, h, w)``."""
+        return self.pool(max(h, w))[:, :, :h, :w]
+
+    def pool_amplitude(self, h: int, w: int) -> torch.Tensor:
+        """Amplitude spectra of :meth:`pool_crop` (cached: ``mix`` needs them every batch)."""
+        cached = self._pool_amplitude
+        if cached is None or cached.shape[-2] != h or cached.shape[-1] != w // 2 + 1:
+            self._pool_amplitude = cached = torch.fft.rfft2(self.pool_crop(h, w)).abs()
+        return cached
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         cfg = self.config
@@ -189,10 +201,9 @@ class BatchAugment:
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c, h, w = x.shape
         gen = self.generator
-        pool = self.pool(h)[:, :, :, :w] if h == w else self.pool(max(h, w))[:, :, :h, :w]
-        other = pool[torch.randint(len(pool), (b,), generator=gen)]
+        amplitudes = self.pool_amplitude(h, w)
+        other_amp = amplitudes[torch.randint(len(amplitudes), (b,), generator=gen)][:, None]
         spectrum = torch.fft.rfft2(x)
-        other_amp = torch.fft.rfft2(other).abs()[:, None]
         lam = _uniform(gen, b, 0.0, self.config.mix_alpha)[:, None, None, None, None]
         amp = (1 - lam) * spectrum.abs() + lam * other_amp
         return torch.fft.irfft2(torch.polar(amp, spectrum.angle()), s=(h, w))
@@ -200,7 +211,7 @@ class BatchAugment:
     def _ro(self, x: torch.Tensor) -> torch.Tensor:
         b, _, _, h, w = x.shape
         gen = self.generator
-        pool = self.pool(max(h, w))[:, :, :h, :w]
+        pool = self.pool_crop(h, w)
         overlay = pool[torch.randint(len(pool), (b,), generator=gen)][:, None]
         alpha = _uniform(gen, b, 0.0, self.config.overlay_alpha)[:, None, None, None, None]
         return (1 - alpha) * x + alpha * overlay
