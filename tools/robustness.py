@@ -347,6 +347,22 @@ def _std(values: list[float]) -> float | None:
     return statistics.pstdev(values) if values else None
 
 
+def _display_order(key: str) -> tuple:
+    """Sort key of ``task/method``: tasks in study order, `org` first, then the baselines, the
+    Stem-OB variants, the extras, ACT and the sweep/blind rows."""
+    task, method = key.split("/", 1)
+    order = [*METHODS, *EXTRAS, "act_org", "act_stemob"]
+    rank = order.index(method) if method in order else len(order)
+    return (TASKS.index(task) if task in TASKS else len(TASKS), rank, method)
+
+
+def _binomial_stderr(s: dict, factor: str) -> float:
+    """Standard error of a per-factor rate, episodes pooled over seeds."""
+    n = sum(r["factors"][factor]["completed"] for r in s["raw"] if factor in r["factors"])
+    p = s["per_factor"].get(factor) or 0.0
+    return (p * (1 - p) / max(n, 1)) ** 0.5
+
+
 def summarize(records: list[dict]) -> dict:
     """Per task/method: rates per factor (mean over seeds), Train, Gen mean +- std over factors,
     the spread of Gen over seeds, All, and the raw counts of every seed."""
@@ -354,7 +370,7 @@ def summarize(records: list[dict]) -> dict:
     for r in records:
         groups.setdefault(f"{r['task']}/{r['method']}", []).append(r)
     summary = {}
-    for key, seeds in sorted(groups.items()):
+    for key, seeds in sorted(groups.items(), key=lambda item: _display_order(item[0])):
         skip = NOT_APPLICABLE.get(seeds[0]["task"], set())
         names = [n for n in seeds[0]["factors"] if n not in skip]
         per_factor = {n: _mean([s["factors"][n]["rate"] for s in seeds if n in s["factors"]])
@@ -483,22 +499,26 @@ def plot(summary: dict, k: int | None, out: Path) -> list[Path]:
     paths = []
     for task in TASKS:
         main = {key.split("/")[1]: s for key, s in summary.items()
-                if key.startswith(task + "/") and s["kind"] == "main"}  # fmt: skip
+                if key.startswith(task + "/") and s["kind"] in ("main", "extra")}  # fmt: skip
         if not main:
             continue
         factors = list(next(iter(main.values()))["per_factor"])
-        fig, ax = plt.subplots(figsize=(max(8, len(factors) * 0.9), 4))
+        fig, ax = plt.subplots(figsize=(max(8, len(factors) * 0.9), 4.6))
         width = 0.8 / len(main)
         for i, (method, s) in enumerate(main.items()):
             xs = [j + i * width for j in range(len(factors))]
             ax.bar(xs, [100 * (s["per_factor"].get(n) or 0) for n in factors], width,
+                   yerr=[100 * _binomial_stderr(s, n) for n in factors],
+                   error_kw={"elinewidth": 0.6, "capsize": 0},
+                   color=plt.cm.tab10(_display_order(f"{task}/{method}")[1] % 10),
                    label=f"{method} ({s['seeds']} seed{'s' if s['seeds'] > 1 else ''})")  # fmt: skip
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(factors))], factors, rotation=45,
                       ha="right")  # fmt: skip
-        ax.set_ylabel("success %")
+        ax.set_ylabel("success % (± binomial s.e.)")
         ax.set_ylim(0, 100)
         ax.set_title(f"{task}: success per setting ({EPISODES} episodes per seed)")
-        ax.legend(fontsize=8, ncol=4)
+        ax.legend(fontsize=8, ncol=min(len(main), 8), loc="lower center",
+                  bbox_to_anchor=(0.5, 1.08), frameon=False)  # fmt: skip
         fig.tight_layout()
         path = out / f"robustness_{task}.png"
         fig.savefig(path, dpi=110)
