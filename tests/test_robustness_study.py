@@ -99,3 +99,15 @@ def test_aggregate_excludes_the_validation_factor_from_gen_and_keeps_the_hand_wr
     assert "old" not in md and "| lift_cube/org | 3 | 90.0 | 20.0 ± 20.0 |" in md
     assert (study.RESULTS / "robustness_lift_cube.png").stat().st_size > 1000
     assert "lift_cube/aug/seed0" in payload["rows_todo"]
+
+
+def test_tables_list_org_first_and_the_stemob_variants_after_the_baselines(study):
+    for name in ("lift_cube/stemob_aug/seed0", "lift_cube/ro/seed0", "lift_cube/org/seed0",
+                 "lift_cube/aug/seed0"):  # fmt: skip
+        _finish(study, name, {"none": 0.9})
+    study.RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = study.aggregate()["summary"]
+    assert list(summary) == [f"lift_cube/{m}" for m in ("org", "aug", "ro", "stemob_aug")]
+    assert summary["lift_cube/stemob_aug"]["kind"] == "extra"
+    md = (study.RESULTS / "robustness.md").read_text()
+    assert md.index("| lift_cube/org |") < md.index("| lift_cube/stemob_aug |")
