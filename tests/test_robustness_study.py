@@ -97,6 +97,7 @@ def test_aggregate_excludes_the_validation_factor_from_gen_and_keeps_the_hand_wr
     md = (study.RESULTS / "robustness.md").read_text()
     assert md.startswith("# Study\n\nintro") and md.rstrip().endswith("closing")
     assert "old" not in md and "| lift_cube/org | 3 | 90.0 | 20.0 ± 20.0 |" in md
+    assert f"**Rows done: 3 of {len(study.rows())}.** Still to run: `lift_cube/sweep_k15" in md
     assert (study.RESULTS / "robustness_lift_cube.png").stat().st_size > 1000
     assert "lift_cube/aug/seed0" in payload["rows_todo"]
 

@@ -434,9 +434,15 @@ def _target_lines(summary: dict) -> list[str]:
     return lines
 
 
-def write_markdown(summary: dict, k: int | None) -> str:
-    """The study's tables (generated part of results/robustness.md)."""
+def write_markdown(summary: dict, k: int | None, todo: list[str] | None = None) -> str:
+    """The study's tables (generated part of results/robustness.md), after a line saying how
+    many rows are done and which are still to run."""
+    total = len(rows())
+    todo = todo or []
     lines = [
+        f"**Rows done: {total - len(todo)} of {total}.**"
+        + (f" Still to run: {', '.join(f'`{name}`' for name in todo)}." if todo else ""),
+        "",
         "| task / method | seeds | Train | Gen (mean ± std over factors) | Gen s.e. | Gen per seed "
         "| All |",
         "|---|---:|---:|---:|---:|---|---:|",
@@ -616,7 +622,9 @@ def aggregate() -> dict:
     }
     (RESULTS / "robustness.json").write_text(json.dumps(payload, indent=1) + "\n")
     plot(summary, k, RESULTS)
-    block = f"{GENERATED_START}\n{write_markdown(summary, k)}\n{GENERATED_END}"
+    block = (
+        f"{GENERATED_START}\n{write_markdown(summary, k, payload['rows_todo'])}\n{GENERATED_END}"
+    )
     md = RESULTS / "robustness.md"
     text = md.read_text() if md.is_file() else "# Robustness study\n\n"
     if GENERATED_START in text and GENERATED_END in text:
