@@ -59,9 +59,16 @@ METHODS = {
     "stemob_ddim": ["stemob=ddim", f"stemob.inversion_steps={K}", "obs_aug=none"],
 }
 SEEDS = {"org": 3, "aug": 3, "stemob": 3}
-EXTRAS = {"stemob_aug": ["stemob=ddpm", f"stemob.inversion_steps={K}", "obs_aug=aug"]}
+EXTRAS = {
+    "stemob_aug": ["stemob=ddpm", f"stemob.inversion_steps={K}", "obs_aug=aug"],
+    "stemob_res48": [
+        "stemob=ddpm", f"stemob.inversion_steps={K}", "stemob.resolution=48", "obs_aug=none",
+    ],
+}  # fmt: skip
 """Beyond the issue's protocol (lift_cube seed 0 only): Stem-OB plus `aug`'s crop and colour
-jitter, since inversion with the embedded prior keeps global colour shifts (see the findings)."""
+jitter, since inversion with the embedded prior keeps global colour shifts (see the findings);
+and Stem-OB inverting at 48 px, where the prior's 4x VAE gives the 12x12 latent grid that Stable
+Diffusion's 8x VAE gives a 96 px frame (coarser noise, larger regions merged)."""
 
 
 class Deferred(Exception):
