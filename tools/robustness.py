@@ -40,6 +40,7 @@ ROW_RESULTS = RESULTS / "study"
 VALIDATION_FACTOR = "light_color"
 """The factor k is chosen on; it is left out of the reported Gen mean."""
 EXCLUDED_FROM_GEN = {"none", "all", VALIDATION_FACTOR}
+TABLE_KINDS = ("main", "extra")  # row kinds shown in the tables and bar plots
 TASKS = ("lift_cube", "put_in_bowl")
 BENCHMARKS = {"lift_cube": "colosseum_no_receiver", "put_in_bowl": "colosseum"}
 """Per task: the Colosseum factors it has (lift_cube has no receiver object for ro_*)."""
@@ -363,13 +364,6 @@ def _display_order(key: str) -> tuple:
     return (TASKS.index(task) if task in TASKS else len(TASKS), rank, method)
 
 
-def _binomial_stderr(s: dict, factor: str) -> float:
-    """Standard error of a per-factor rate, episodes pooled over seeds."""
-    n = sum(r["factors"][factor]["completed"] for r in s["raw"] if factor in r["factors"])
-    p = s["per_factor"].get(factor) or 0.0
-    return (p * (1 - p) / max(n, 1)) ** 0.5
-
-
 def summarize(records: list[dict]) -> dict:
     """Per task/method: rates per factor (mean over seeds), Train, Gen mean +- std over factors,
     the spread of Gen over seeds, All, and the raw counts of every seed."""
@@ -385,11 +379,11 @@ def summarize(records: list[dict]) -> dict:
         gen_names = [n for n in names if n not in EXCLUDED_FROM_GEN]
         gen = [per_factor[n] for n in gen_names]
         gen_by_seed = [_mean([s["factors"][n]["rate"] for n in gen_names]) for s in seeds]
-        # binomial standard error of the Gen mean: episodes pooled over seeds, factors independent
-        completed = {n: sum(s["factors"][n]["completed"] for s in seeds) for n in gen_names}
-        variance = sum(
-            per_factor[n] * (1 - per_factor[n]) / max(completed[n], 1) for n in gen_names
-        )
+        # binomial variance of each rate (episodes pooled over seeds); the Gen mean's treats the
+        # factors as independent
+        completed = {n: sum(s["factors"][n]["completed"] for s in seeds if n in s["factors"])
+                     for n in names}  # fmt: skip
+        variance = {n: (p := per_factor[n] or 0.0) * (1 - p) / max(completed[n], 1) for n in names}
         summary[key] = {
             "kind": seeds[0]["kind"],
             "seeds": len(seeds),
@@ -399,10 +393,13 @@ def summarize(records: list[dict]) -> dict:
             ],
             "gen_mean": _mean(gen),
             "gen_std_over_factors": _std(gen),
-            "gen_stderr": variance**0.5 / len(gen_names) if gen_names else None,
+            "gen_stderr": (
+                sum(variance[n] for n in gen_names) ** 0.5 / len(gen_names) if gen_names else None
+            ),
             "gen_by_seed": [g for g in gen_by_seed if g is not None],
             "all": _mean([v for n, v in per_factor.items() if n != "all"]),
             "per_factor": per_factor,
+            "per_factor_stderr": {n: v**0.5 for n, v in variance.items()},
             "raw": [
                 {"row": s["row"], "finished": s["finished"], "factors": s["factors"]} for s in seeds
             ],  # fmt: skip
@@ -441,11 +438,9 @@ def _target_lines(summary: dict) -> list[str]:
     return lines
 
 
-def write_markdown(summary: dict, k: int | None, todo: list[str] | None = None) -> str:
+def write_markdown(summary: dict, k: int | None, total: int, todo: list[str]) -> str:
     """The study's tables (generated part of results/robustness.md), after a line saying how
-    many rows are done and which are still to run."""
-    total = len(rows())
-    todo = todo or []
+    many of the ``total`` rows are done and which (``todo``) are still to run."""
     lines = [
         f"**Rows done: {total - len(todo)} of {total}.**"
         + (f" Still to run: {', '.join(f'`{name}`' for name in todo)}." if todo else ""),
@@ -454,7 +449,7 @@ def write_markdown(summary: dict, k: int | None, todo: list[str] | None = None) 
         "| All |",
         "|---|---:|---:|---:|---:|---|---:|",
     ]
-    main = {key: s for key, s in summary.items() if s["kind"] in ("main", "extra")}
+    main = {key: s for key, s in summary.items() if s["kind"] in TABLE_KINDS}
     for key, s in main.items():
         gen = f"{_pct(s['gen_mean'])} ± {_pct(s['gen_std_over_factors'])}"
         per_seed = " / ".join(_pct(g) for g in s["gen_by_seed"])
@@ -512,7 +507,7 @@ def plot(summary: dict, k: int | None, out: Path) -> list[Path]:
     paths = []
     for task in TASKS:
         main = {key.split("/")[1]: s for key, s in summary.items()
-                if key.startswith(task + "/") and s["kind"] in ("main", "extra")}  # fmt: skip
+                if key.startswith(task + "/") and s["kind"] in TABLE_KINDS}  # fmt: skip
         if not main:
             continue
         factors = list(next(iter(main.values()))["per_factor"])
@@ -521,7 +516,7 @@ def plot(summary: dict, k: int | None, out: Path) -> list[Path]:
         for i, (method, s) in enumerate(main.items()):
             xs = [j + i * width for j in range(len(factors))]
             ax.bar(xs, [100 * (s["per_factor"].get(n) or 0) for n in factors], width,
-                   yerr=[100 * _binomial_stderr(s, n) for n in factors],
+                   yerr=[100 * s["per_factor_stderr"].get(n, 0.0) for n in factors],
                    error_kw={"elinewidth": 0.6, "capsize": 0},
                    color=plt.cm.tab10(_display_order(f"{task}/{method}")[1] % 10),
                    label=f"{method} ({s['seeds']} seed{'s' if s['seeds'] > 1 else ''})")  # fmt: skip
@@ -616,7 +611,8 @@ GENERATED_END = "<!-- generated by tools/robustness.py aggregate: end -->"
 def aggregate() -> dict:
     """Collect every committed row into results/robustness.json, the generated block of
     results/robustness.md (the text around it is kept) and the plots."""
-    records = [r for row in rows() if (r := load_record(row)) is not None]
+    planned = rows()
+    records = [r for row in planned if (r := load_record(row)) is not None]
     summary = summarize(records)
     k = chosen_k()
     RESULTS.mkdir(exist_ok=True)
@@ -624,14 +620,13 @@ def aggregate() -> dict:
     payload = {
         "chosen_k": k,
         "rows_done": sorted(done),
-        "rows_todo": [row.name for row in rows() if row.name not in done],
+        "rows_todo": [row.name for row in planned if row.name not in done],
         "summary": summary,
     }
     (RESULTS / "robustness.json").write_text(json.dumps(payload, indent=1) + "\n")
     plot(summary, k, RESULTS)
-    block = (
-        f"{GENERATED_START}\n{write_markdown(summary, k, payload['rows_todo'])}\n{GENERATED_END}"
-    )
+    tables = write_markdown(summary, k, len(planned), payload["rows_todo"])
+    block = f"{GENERATED_START}\n{tables}\n{GENERATED_END}"
     md = RESULTS / "robustness.md"
     text = md.read_text() if md.is_file() else "# Robustness study\n\n"
     if GENERATED_START in text and GENERATED_END in text:
