@@ -17,6 +17,10 @@ from torch import nn
 from stemob.errors import StemobError
 
 BACKBONES = ("resnet18", "small_cnn")
+LATENT_BACKBONE = "latent_cnn"
+"""The trunk of Stem-OB latent maps: ``small_cnn`` with one stride-2 layer instead of three, as a
+latent is already 4-8x smaller than its frame (a 96 px frame's 24x24 latent from the embedded
+prior gives the same 12x12 keypoint grid as the frame through ``small_cnn``)."""
 
 # images per backbone call on CPU: a large batch of feature maps overflows the caches (a training
 # batch of 256 84-px images ran ~1.5x slower in one call than in chunks of 32)
@@ -83,13 +87,19 @@ class ResNet18(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A four-layer CNN for CPU-scale runs: ``(N, C, H, W) -> (N, width*2, H/8, W/8)``."""
+    """A four-layer CNN for CPU-scale runs: ``(N, C, H, W) -> (N, width*2, H/8, W/8)`` with the
+    default ``strides``."""
 
-    def __init__(self, in_channels: int = 3, width: int = 32, group_norm: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        width: int = 32,
+        group_norm: bool = True,
+        strides: Sequence[int] = (2, 2, 2, 1),
+    ) -> None:
         super().__init__()
         self.out_channels = width * 2
         chans = (width, width, width * 2, width * 2)
-        strides = (2, 2, 2, 1)
         layers, cin = [], in_channels
         for cout, stride in zip(chans, strides, strict=True):
             layers += [nn.Conv2d(cin, cout, 3, stride, 1), make_norm(cout, group_norm), nn.ReLU()]
@@ -119,11 +129,14 @@ def micro_batched(
 
 
 def make_backbone(name: str, in_channels: int, group_norm: bool, width: int = 32) -> nn.Module:
-    """A backbone by name (``resnet18`` or ``small_cnn``) with an ``out_channels`` attribute."""
+    """A backbone by name (``resnet18``, ``small_cnn`` or :data:`LATENT_BACKBONE`) with an
+    ``out_channels`` attribute."""
     if name == "resnet18":
         return ResNet18(in_channels, group_norm)
     if name == "small_cnn":
         return SmallCNN(in_channels, width, group_norm)
+    if name == LATENT_BACKBONE:
+        return SmallCNN(in_channels, width, group_norm, strides=(1, 2, 1, 1))
     raise StemobError(f"unknown vision backbone {name!r}: expected one of {BACKBONES}")
 
 
@@ -231,7 +244,7 @@ class ObservationEncoder(nn.Module):
         n_enc = 1 if shared and self.image_keys else len(self.image_keys)
         self.cameras = nn.ModuleList([build(3, backbone, crop_shape) for _ in range(n_enc)])
         self.latents = nn.ModuleDict(
-            {_safe(k): build(c, "small_cnn", None) for k, c in latent_channels.items()}
+            {_safe(k): build(c, LATENT_BACKBONE, None) for k, c in latent_channels.items()}
         )
         self.state_dim = state_dim
         self.out_dim = feature_dim * (len(self.image_keys) + len(self.latent_keys)) + state_dim

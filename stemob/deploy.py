@@ -100,23 +100,27 @@ def invert_pending(
     histories: Sequence[ObservationHistory],
     episodes: Sequence[int],
     image_keys: Sequence[str],
+    latent_keys: Sequence[str] = (),
 ) -> int:
     """Invert the not-yet-inverted frames in the windows of ``histories``, in place.
 
     Frame ids are ``(episodes[i], frame.step, key)``; all frames of one size go through one
-    ``inverter.invert`` call. Returns the number of images inverted.
+    ``inverter.invert`` call. ``image_keys`` become inverted images, ``latent_keys`` the float32
+    inverted latents ``(C, h, w)``. Returns the number of images inverted.
     """
-    groups: dict[tuple[int, ...], list[tuple[Frame, str, int]]] = {}
+    groups: dict[tuple[tuple[int, ...], str], list[tuple[Frame, str, int]]] = {}
     todo = []
     for history, episode in zip(histories, episodes, strict=True):
         for frame in history.pending():
             todo.append(frame)
-            for key in image_keys:
-                groups.setdefault(frame.obs[key].shape, []).append((frame, key, int(episode)))
-    for members in groups.values():
+            for key in [*image_keys, *latent_keys]:
+                output = "latent" if key in latent_keys else "rgb"
+                group = groups.setdefault((frame.obs[key].shape, output), [])
+                group.append((frame, key, int(episode)))
+    for (_, output), members in groups.items():
         images = np.stack([frame.obs[key] for frame, key, _ in members])
         ids = [(episode, frame.step, key) for frame, key, episode in members]
-        inverted = inverter.invert(images, ids)
+        inverted = inverter.invert(images, ids, output=output)
         for (frame, key, _), image in zip(members, inverted, strict=True):
             frame.obs[key] = np.asarray(image)
     for frame in todo:
@@ -130,7 +134,8 @@ def to_batch(
     device: str | torch.device = "cpu",
 ) -> dict[str, torch.Tensor]:
     """Stack windows ``{key: (T, ...)}`` into the batch contract: uint8 ``(B, T, 3, H, W)``
-    images (from ``(T, H, W, 3)``) and float32 ``(B, T, D)`` low-dim keys."""
+    images (from ``(T, H, W, 3)``), float32 ``(B, T, D)`` low-dim keys and ``(B, T, C, h, w)``
+    latents."""
     if not windows:
         raise StemobError("to_batch needs at least one window")
     out: dict[str, torch.Tensor] = {}
@@ -204,12 +209,12 @@ class PolicyRunner:
     ) -> None:
         self.policy = policy.eval()
         cfg = policy.config
-        if cfg.latent_keys:
+        if cfg.latent_keys and policy.stemob is None:
             raise StemobError(
-                f"policies on Stem-OB latent keys {cfg.latent_keys} are not supported by the "
-                "runner yet (it feeds inverted RGB images)"
+                f"the policy reads Stem-OB latents {cfg.latent_keys} but stores no Stem-OB settings"
             )
         self.image_keys = list(cfg.image_keys)
+        self.latent_keys = list(cfg.latent_keys)  # cameras the policy sees as inverted latents
         self.state_keys = list(cfg.lowdim_keys)
         parameter = next(iter(policy.parameters()), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
@@ -223,7 +228,9 @@ class PolicyRunner:
                 device=inversion_device or self.device,
             )
         self.policy_kwargs = dict(policy_kwargs or {})
-        self.history = ObservationHistory(cfg.n_obs_steps, [*self.image_keys, *self.state_keys])
+        self.history = ObservationHistory(
+            cfg.n_obs_steps, [*self.image_keys, *self.latent_keys, *self.state_keys]
+        )
         self.stats = LatencyStats()
         self.episode = 0
 
@@ -257,11 +264,11 @@ class PolicyRunner:
     ) -> dict[str, np.ndarray]:
         cfg = self.policy.config
         obs: dict[str, np.ndarray] = {}
-        for key in self.image_keys:
+        for key in [*self.image_keys, *self.latent_keys]:
             if key not in images:
                 raise StemobError(f"images lack camera {key!r} (got {sorted(images)})")
             image = np.asarray(images[key])
-            _, h, w = cfg.obs_shapes[key]
+            h, w = cfg.obs_shapes[key][1:] if key in self.image_keys else image.shape[:2]
             if image.shape != (h, w, 3) or image.dtype != np.uint8:
                 raise StemobError(
                     f"camera {key!r}: expected a uint8 ({h}, {w}, 3) RGB image, got "
@@ -293,7 +300,9 @@ class PolicyRunner:
         inversion_ms = 0.0
         if self.inverter is not None:
             start = time.perf_counter()
-            invert_pending(self.inverter, [self.history], [self.episode], self.image_keys)
+            invert_pending(
+                self.inverter, [self.history], [self.episode], self.image_keys, self.latent_keys
+            )
             inversion_ms = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         batch = to_batch([self.history.window()], self.image_keys, self.device)

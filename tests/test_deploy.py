@@ -73,9 +73,9 @@ def test_invert_pending_inverts_each_window_frame_once(tiny_uncond_model):
     calls = []
 
     class Counting:
-        def invert(self, images, ids):
+        def invert(self, images, ids, **kwargs):
             calls.append(list(ids))
-            return inverter.invert(images, ids)
+            return inverter.invert(images, ids, **kwargs)
 
     histories = [ObservationHistory(2, [*KEYS, "eef_pos"]) for _ in range(2)]
     for t in range(4):  # frames 0 and 1 leave the window before any planning call

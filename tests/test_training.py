@@ -247,3 +247,63 @@ def test_a_dataset_without_env_args_takes_the_tasks(demos):
     fallback = {"env_name": "rlbench/open_drawer", "type": "stemob_rlbench", "env_kwargs": {}}
     policy = build_policy(cfg["policy"], data, None, fallback)
     assert policy.env_args == fallback
+
+
+def test_latent_inputs_train_evaluate_and_deploy(demos, tmp_path, one_torch_thread):
+    """dataset.stemob_latents: the cache is built with latents, the policy reads (C, h, w) maps of
+    the same values as the cache, and evaluation and the deploy runner invert to latents."""
+    import h5py
+    import numpy as np
+
+    from policies.base import load_policy
+    from stemob.deploy import PolicyRunner
+    from stemob.evaluation.rollout import evaluate
+    from stemob.inversion.dataset_cache import CacheMismatchError, build_cache
+    from stemob.inversion.settings import InversionSettings
+    from stemob.training.prepare import build_dataset
+    from stemob.training.run import train
+
+    extra = (f"dataset.cache_dir={tmp_path}/cache", "training.steps=2", "training.val_every=0")
+    cfg = run_config(demos, tmp_path / "run", "dataset.stemob_latents=true", *extra)
+    run = train(cfg)
+    policy = load_policy(run / "checkpoints" / "step_0000002" / "policy")
+    assert sorted(policy.config.latent_keys) == ["front_image", "wrist_image"]
+    assert policy.config.obs_shapes["front_image"] == [4, 8, 8]  # the prior's 4x VAE at 32 px
+    data = build_dataset(cfg["dataset"], cfg["policy"], InversionSettings(**cfg["stemob"]))
+    batch = data[[0, 1]]
+    assert batch["obs"]["front_image"].dtype == torch.float32
+    assert tuple(batch["obs"]["front_image"].shape) == (2, 2, 4, 8, 8)
+    with h5py.File(data.cache_path, "r") as cache:
+        first = cache["data"][data.episode_names[0]]["latents"]["front_image"][0]
+    np.testing.assert_array_equal(data.arrays["front_image"][0], first)
+    index = data.sampler.windows([0]).obs_index[0]
+    expected = data.arrays["front_image"][index].astype(np.float32)
+    np.testing.assert_array_equal(batch["obs"]["front_image"][0].numpy(), expected)
+    assert len(data.stats["front_image"].mean) == 4
+
+    result = evaluate(policy, episodes=1, max_steps=4, progress=False)
+    assert result.records[0].error is None, result.records[0].error
+    assert result.records[0].length == 4
+    runner = PolicyRunner(policy)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    state = {k: np.zeros(policy.config.obs_shapes[k], np.float32) for k in runner.state_keys}
+    actions = runner.act({"front_image": frame, "wrist_image": frame}, state)
+    assert actions.shape[1] == policy.config.action_dim and np.isfinite(actions).all()
+
+    # a cache built without latents is never reused for a run that needs them
+    settings = InversionSettings(**cfg["stemob"])
+    build_cache(demos, settings, cache_dir=tmp_path / "rgb_cache", progress=False)
+    with pytest.raises(CacheMismatchError, match="without latents"):
+        build_cache(demos, settings, cache_dir=tmp_path / "rgb_cache", store_latents=True)
+
+
+def test_resume_accepts_options_added_since_the_run_was_saved_only_while_off():
+    from stemob.training.run import _same_section
+
+    saved = {"path": "d.hdf5", "stemob_keys": None}
+    assert _same_section(saved, {**saved, "stemob_latents": False})
+    assert _same_section(saved, {**saved, "new_option": None})
+    assert not _same_section(saved, {**saved, "stemob_latents": True})
+    assert not _same_section(saved, {**saved, "count": 0})
+    assert not _same_section({**saved, "gone": 1}, saved)
+    assert not _same_section(saved, {**saved, "path": "other.hdf5"})

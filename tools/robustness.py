@@ -65,11 +65,17 @@ EXTRAS = {
     "stemob_res48": [
         "stemob=ddpm", f"stemob.inversion_steps={K}", "stemob.resolution=48", "obs_aug=none",
     ],
+    "stemob_latent": [
+        "stemob=ddpm", f"stemob.inversion_steps={K}", "obs_aug=none", "dataset.stemob_latents=true",
+        "dataset.cache_dir=data/lift_cube/latent-cache",
+    ],
 }  # fmt: skip
 """Beyond the issue's protocol (lift_cube seed 0 only): Stem-OB plus `aug`'s crop and colour
 jitter, since inversion with the embedded prior keeps global colour shifts (see the findings);
-and Stem-OB inverting at 48 px, where the prior's 4x VAE gives the 12x12 latent grid that Stable
-Diffusion's 8x VAE gives a 96 px frame (coarser noise, larger regions merged)."""
+Stem-OB inverting at 48 px, where the prior's 4x VAE gives the 12x12 latent grid that Stable
+Diffusion's 8x VAE gives a 96 px frame (coarser noise, larger regions merged); and the policy
+reading the inverted latents instead of the decoded frames (their own cache, built with
+latents)."""
 
 
 class Deferred(Exception):

@@ -13,7 +13,13 @@ from policies.act.config import ACTConfig
 from policies.act.ensemble import TemporalEnsembler
 from policies.act.transformer import Decoder, Encoder
 from policies.base import Policy
-from policies.encoders import make_backbone, micro_batched, sinusoidal_2d, sinusoidal_embedding
+from policies.encoders import (
+    LATENT_BACKBONE,
+    make_backbone,
+    micro_batched,
+    sinusoidal_2d,
+    sinusoidal_embedding,
+)
 from stemob.errors import StemobError
 
 
@@ -45,7 +51,7 @@ class ACTPolicy(Policy):
         self.latent_backbones = nn.ModuleDict(
             {
                 k.replace(".", "_"): make_backbone(
-                    "small_cnn", cfg.obs_shapes[k][0], cfg.use_group_norm, cfg.cnn_width
+                    LATENT_BACKBONE, cfg.obs_shapes[k][0], cfg.use_group_norm, cfg.cnn_width
                 )
                 for k in cfg.latent_keys
             }

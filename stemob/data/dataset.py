@@ -3,6 +3,8 @@
 A batch is ``{'obs': {key: (B, n_obs_steps, ...)}, 'action': (B, horizon, A),
 'action_is_pad': (B, horizon)}``; images are uint8 ``(B, n_obs_steps, 3, H, W)`` (the policy
 normalises them with the stats stored in its checkpoint), low-dim keys and actions float32.
+With ``stemob_latents`` the inverted keys are float32 Stem-OB latent maps ``(B, n_obs_steps, C, h,
+w)`` read from the cache instead of decoded frames.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from stemob.data.detect import FORMATS, open_reader
 from stemob.data.episodes import Episode, is_image, rename_keys
-from stemob.data.normalizer import KeyStats, Normalizer, image_stats, key_stats
+from stemob.data.normalizer import KeyStats, Normalizer, channel_stats, image_stats, key_stats
 from stemob.data.sampler import SequenceSampler, split_episodes
 from stemob.errors import StemobError
 from stemob.inversion.settings import InversionSettings
@@ -47,6 +49,8 @@ class DatasetConfig:
         stemob_source: ``cache`` (swap images for the verified cache of ``stemob-invert-dataset``)
             or ``online`` (invert every sample with fresh noise; slow, for noise-resampling studies).
         stemob_keys: image keys (after renaming) to invert; ``None``: every image key.
+        stemob_latents: give the policy the inverted latents of the ``stemob_keys`` (float
+            ``(C, h, w)`` maps from a cache built with latents) instead of the decoded frames.
         cache_dir: where the Stem-OB cache lives if not beside the dataset.
         in_memory: load every episode into memory once (fast); ``False`` reads images from the
             HDF5 file per batch (robomimic files only; handles reopen in each worker).
@@ -66,6 +70,7 @@ class DatasetConfig:
     stemob: InversionSettings | None = None
     stemob_source: str = "cache"
     stemob_keys: list[str] | None = None
+    stemob_latents: bool = False
     cache_dir: str | None = None
     in_memory: bool = True
     image_stats: bool = True
@@ -92,6 +97,11 @@ class DatasetConfig:
         if self.stemob_source not in STEMOB_SOURCES:
             raise StemobError(
                 f"stemob_source must be one of {STEMOB_SOURCES}, got {self.stemob_source!r}"
+            )
+        if self.stemob_latents and (self.stemob is None or self.stemob_source != "cache"):
+            raise StemobError(
+                "stemob_latents needs Stem-OB settings and stemob_source='cache' (the latents are "
+                "read from the cache)"
             )
         self.key_map = dict(self.key_map or {})
         if len(set(self.key_map.values())) != len(self.key_map):
@@ -183,6 +193,7 @@ class DemoDataset(torch.utils.data.Dataset):
         self.lowdim_keys = [k for k in self.obs_keys if k not in self.image_keys]
         self.source_keys = {k: inverse.get(k, k) for k in self.obs_keys}
         self.stemob_keys: list[str] = []
+        self.latent_keys: list[str] = []
         if cfg.stemob is not None:
             self.stemob_keys = (
                 list(cfg.stemob_keys) if cfg.stemob_keys is not None else list(self.image_keys)
@@ -206,7 +217,13 @@ class DemoDataset(torch.utils.data.Dataset):
                 from stemob.inversion.dataset_cache import find_cache, read_cache_record
 
                 self.cache_path = find_cache(cfg.path, cfg.stemob, cfg.cache_dir)
-                cached = read_cache_record(self.cache_path)["keys"]
+                record = read_cache_record(self.cache_path)
+                cached = record["keys"]
+                if cfg.stemob_latents and not record["has_latents"]:
+                    raise StemobError(
+                        f"{self.cache_path} holds no latents (stemob_latents=true needs them): "
+                        "rebuild it with --store_latents, or build one in another cache_dir"
+                    )
                 for key in self.stemob_keys:
                     if self.source_keys[key] not in cached:
                         raise StemobError(
@@ -214,6 +231,9 @@ class DemoDataset(torch.utils.data.Dataset):
                             f"(the cache holds {cached}); rebuild it with --keys"
                         )
                     self._image_files[key] = _LazyFile(self.cache_path)
+                if cfg.stemob_latents:
+                    self.latent_keys = list(self.stemob_keys)
+                    self.image_keys = [k for k in self.image_keys if k not in self.latent_keys]
             # images come from the files below; the reader loads low-dim keys and actions only
             self.reader.obs_keys = [self.source_keys[k] for k in self.lowdim_keys]
         total = int(self.lengths.sum())
@@ -222,6 +242,10 @@ class DemoDataset(torch.utils.data.Dataset):
         self.action = np.empty((total, first.actions.shape[1]), np.float32)
         for key in self.lowdim_keys:
             self.arrays[key] = np.empty((total, *first.obs[key].shape[1:]), np.float32)
+        for key in self.latent_keys:  # small: always in memory, as float16 like the cache
+            self.arrays[key] = np.empty(
+                (total, *self._latent_dataset(0, key).shape[1:]), np.float16
+            )
         self.image_shapes = {k: first.obs[k].shape[1:] for k in self.image_keys}
         if cfg.in_memory:
             for key in self.image_keys:
@@ -266,6 +290,8 @@ class DemoDataset(torch.utils.data.Dataset):
                 self.arrays[key][rows] = value.transpose(0, 3, 1, 2)
             elif key in self._image_files:
                 self._image_dataset(index, key)  # validate now, read later
+        for key in self.latent_keys:
+            self.arrays[key][rows] = self._read(self._latent_dataset(index, key), index, key)
 
     def _image_dataset(self, index: int, key: str) -> Any:
         lazy = self._image_files[key]
@@ -283,16 +309,35 @@ class DemoDataset(torch.utils.data.Dataset):
             )
         return dataset
 
+    def _latent_dataset(self, index: int, key: str) -> Any:
+        name, src = self.episode_names[index], self.source_keys[key]
+        path = self._image_files[key].path
+        try:
+            dataset = self._image_files[key].get()["data"][name]["latents"][src]
+        except KeyError as error:
+            raise StemobError(
+                f"{path}: episode {name!r}, latents of {src!r} are missing"
+            ) from error
+        if dataset.ndim != 4 or dataset.shape[0] != int(self.lengths[index]):
+            raise StemobError(
+                f"{path}: episode {name!r}, latents of {src!r} have shape {dataset.shape}, "
+                f"expected ({int(self.lengths[index])}, C, h, w)"
+            )
+        return dataset
+
+    def _read(self, dataset: Any, index: int, key: str) -> np.ndarray:
+        """All of an HDF5 dataset of episode ``index``, with a clear error when it is corrupt."""
+        try:
+            return dataset[()]
+        except (OSError, ValueError) as error:
+            raise StemobError(
+                f"{self._image_files[key].path}: episode {self.episode_names[index]!r}, key "
+                f"{self.source_keys[key]!r} cannot be read (corrupt?): {error}"
+            ) from error
+
     def _episode_images(self, index: int, key: str, episode: Episode) -> np.ndarray:
         if key in self._image_files:
-            dataset = self._image_dataset(index, key)
-            try:
-                return dataset[()]
-            except (OSError, ValueError) as error:
-                raise StemobError(
-                    f"{self._image_files[key].path}: episode {self.episode_names[index]!r}, key "
-                    f"{self.source_keys[key]!r} cannot be read (corrupt?): {error}"
-                ) from error
+            return self._read(self._image_dataset(index, key), index, key)
         value = episode.obs[key]
         expected = (len(episode), *self.image_shapes[key])
         if value.shape != expected:
@@ -310,6 +355,8 @@ class DemoDataset(torch.utils.data.Dataset):
         stats = {"action": key_stats(self.action[rows])}
         for key in self.lowdim_keys:
             stats[key] = key_stats(self.arrays[key][rows])
+        for key in self.latent_keys:
+            stats[key] = channel_stats(self.arrays[key][rows])
         if self.config.image_stats:
             for key in self.image_keys:
                 if self.config.in_memory:
@@ -385,6 +432,8 @@ class DemoDataset(torch.utils.data.Dataset):
                 if online and key in self.stemob_keys:
                     images = self._invert_online(key, images, windows)
                 obs[key] = torch.from_numpy(images)
+            elif key in self.latent_keys:
+                obs[key] = torch.from_numpy(self.arrays[key][windows.obs_index]).float()
             else:
                 obs[key] = torch.from_numpy(self.arrays[key][windows.obs_index])
         return {
@@ -447,6 +496,8 @@ class DemoDataset(torch.utils.data.Dataset):
             if key in self.image_keys:
                 h, w, c = self.image_shapes[key]
                 obs[key] = {"shape": [c, h, w], "type": "rgb"}
+            elif key in self.latent_keys:
+                obs[key] = {"shape": list(self.arrays[key].shape[1:]), "type": "latent"}
             else:
                 obs[key] = {"shape": list(self.arrays[key].shape[1:]), "type": "low_dim"}
         return {"obs": obs, "action": {"shape": list(self.action.shape[1:])}}

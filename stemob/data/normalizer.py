@@ -58,6 +58,17 @@ def image_stats(images: np.ndarray, channel_axis: int = -1) -> KeyStats:
     return KeyStats(low, high, mean, std)
 
 
+def channel_stats(maps: np.ndarray) -> KeyStats:
+    """Per-channel statistics of float ``(N, C, h, w)`` maps (Stem-OB latents), one channel at a
+    time in float64."""
+    stats = []
+    for c in range(maps.shape[1]):
+        values = maps[:, c].astype(np.float64)
+        stats.append((values.min(), values.max(), values.mean(), values.std()))
+    low, high, mean, std = (np.array(v, dtype=np.float64) for v in zip(*stats, strict=True))
+    return KeyStats(low, high, mean, std)
+
+
 def key_stats(array: np.ndarray) -> KeyStats:
     """Statistics of one ``(N, ...)`` array; uint8 ``(N, H, W, 3)`` images reduce per channel."""
     if is_image(array):

@@ -86,6 +86,8 @@ def _check_env(env: Any, policy: Any) -> None:
             )
         got = tuple(space[key].shape)
         want = (shape[1], shape[2], shape[0]) if key in cfg.image_keys else tuple(shape)
+        if key in cfg.latent_keys:  # a camera of any size: the policy sees its inverted latent
+            want = (*got[:2], 3) if len(got) == 3 else ("H", "W", 3)
         if got != want:
             raise StemobError(f"env observation {key!r} has shape {got}, the policy expects {want}")
 
@@ -148,12 +150,12 @@ def evaluate(
     if env_args is None:
         raise StemobError("no env_args: pass env_args, or use a policy checkpoint that stores them")
     cfg = policy.config
-    if cfg.latent_keys:
+    image_keys, latent_keys = list(cfg.image_keys), list(cfg.latent_keys)
+    if latent_keys and getattr(policy, "stemob", None) is None:
         raise StemobError(
-            f"policies on Stem-OB latent keys {cfg.latent_keys} cannot be evaluated yet"
+            f"the policy reads Stem-OB latents {latent_keys} but stores no Stem-OB settings"
         )
-    image_keys = list(cfg.image_keys)
-    keys = [*image_keys, *cfg.lowdim_keys]
+    keys = [*image_keys, *latent_keys, *cfg.lowdim_keys]
     if getattr(policy, "stemob", None) is not None:
         from envs.wrappers import make_inverter
 
@@ -174,7 +176,8 @@ def evaluate(
             with contextlib.suppress(Exception):
                 env.close()
         raise
-    video_key = video_key or (image_keys[0] if image_keys else None)
+    cameras = [*image_keys, *latent_keys]
+    video_key = video_key or (cameras[0] if cameras else None)
     fps = int(getattr(envs[0], "metadata", {}).get("render_fps", 20))
     records: list[EpisodeRecord] = []
     device = policy_device(policy)
@@ -199,6 +202,7 @@ def evaluate(
                     slots,
                     inverter=inverter,
                     image_keys=image_keys,
+                    latent_keys=latent_keys,
                     max_steps=max_steps,
                     device=device,
                     record_video=video_dir is not None,
@@ -243,6 +247,7 @@ def _run_batch(
     *,
     inverter: Any,
     image_keys: list[str],
+    latent_keys: list[str],
     max_steps: int,
     device: torch.device,
     record_video: bool,
@@ -290,6 +295,7 @@ def _run_batch(
                     [slots[j].history for j in active],
                     [slots[j].record.seed for j in active],
                     image_keys,
+                    latent_keys,
                 )
             for j in active:
                 slots[j].window = slots[j].history.window()
@@ -299,7 +305,8 @@ def _run_batch(
             windows = [s.window if s.window is not None else fallback for s in slots]
             batch = to_batch(windows, image_keys, device)
             if blind:
-                batch = {k: v.zero_() if k in image_keys else v for k, v in batch.items()}
+                cameras = {*image_keys, *latent_keys}
+                batch = {k: v.zero_() if k in cameras else v for k, v in batch.items()}
             actions = next_actions(policy, batch, **policy_kwargs)
             actions = actions.float().cpu().numpy()
         except Exception as error:

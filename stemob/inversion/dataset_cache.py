@@ -227,7 +227,12 @@ def build_cache(
     target = cache_path(source, settings, cache_dir)
     state = PartialState(cpu=device == "cpu")
     if target.exists():
-        verify_cache(target, settings, layout.fingerprint())
+        record = verify_cache(target, settings, layout.fingerprint())
+        if store_latents and not record["has_latents"]:
+            raise CacheMismatchError(
+                f"{target} was built without latents, which are asked for: delete it to rebuild "
+                "it with latents, or build the new cache in another cache_dir"
+            )
         return target
     torch_device = state.device if device == "auto" else device
     if str(torch_device) == "cpu" and state.num_processes > 1:

@@ -85,6 +85,7 @@ def build_dataset(
         seed=int(dataset.get("split_seed", 0)),
         stemob=settings,
         stemob_keys=dataset.get("stemob_keys"),
+        stemob_latents=bool(dataset.get("stemob_latents", False)),
         cache_dir=dataset.get("cache_dir"),
     )
     return DemoDataset(config)
@@ -107,6 +108,7 @@ def build_policy(
     config = {
         **dict(policy_section.get("config") or {}),
         "obs_shapes": {k: v["shape"] for k, v in meta["obs"].items()},
+        "latent_keys": [k for k, v in meta["obs"].items() if v["type"] == "latent"],
         "action_dim": int(meta["action"]["shape"][0]),
     }
     return make_policy(

@@ -38,12 +38,26 @@ def _check_run_dir(run_dir: Path, cfg: Mapping[str, Any], resume: bool) -> None:
         )
     if resume and saved.is_file():
         before = yaml.safe_load(saved.read_text())
-        changed = [k for k in MUST_MATCH_ON_RESUME if before.get(k) != cfg.get(k)]
+        changed = [k for k in MUST_MATCH_ON_RESUME if not _same_section(before.get(k), cfg.get(k))]
         if changed:
             raise StemobError(
                 f"resume=true but {changed} differ from the run's saved {saved}: resume with the "
                 "same settings, or start a new run_dir"
             )
+
+
+def _same_section(saved: Any, current: Any) -> bool:
+    """Whether a config section is unchanged since the run was saved; an option that is new
+    since then counts as unchanged while it is off (``null`` or ``false``), so runs resume across
+    stemob versions that add options."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        return all(
+            _same_section(saved[k], current[k])
+            if k in saved
+            else (current[k] is None or current[k] is False)
+            for k in current
+        ) and set(saved) <= set(current)
+    return saved == current
 
 
 def _write_config(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -102,6 +116,7 @@ def train(
             settings,
             cache_dir=cfg["dataset"].get("cache_dir"),
             keys=keys,
+            store_latents=bool(cfg["dataset"].get("stemob_latents", False)),
             device="cpu" if accelerator.device.type == "cpu" else "auto",
         )
     dataset = build_dataset(cfg["dataset"], cfg["policy"], settings)
@@ -142,11 +157,11 @@ def train(
 def _log_dataset(run_dir: Path, logger: RunLogger, dataset: Any, cache: Any, policy: Any) -> None:
     from stemob.training.grid import observation_grid
 
-    if dataset.reader.format == "robomimic" and dataset.image_keys:
+    if dataset.reader.format == "robomimic" and (dataset.image_keys or dataset.latent_keys):
         grid = observation_grid(
             dataset.config.path,
             run_dir / "observations.png",
-            [dataset.source_keys[k] for k in dataset.image_keys],
+            [dataset.source_keys[k] for k in [*dataset.image_keys, *dataset.latent_keys]],
             cache,
         )
         logger.log_image("data/original_vs_inverted", grid, 0)
