@@ -3,7 +3,9 @@
 * :class:`StemobObservation` inverts the camera images of every observation with a policy's stored
   Stem-OB settings. Frame ids are ``(episode, step, camera_key)`` with ``episode`` = the reset seed
   and ``step`` = env steps since reset, the ids :mod:`stemob.inversion.dataset_cache` uses for
-  ``demo_<seed>``; so the wrapper reproduces a demo's cached frames exactly.
+  ``demo_<seed>``; so the wrapper reproduces a demo's cached frames exactly. With
+  ``output="latent"`` the cameras become the float32 inverted latents ``(C, h, w)`` instead (for
+  policies trained with ``dataset.stemob_latents``).
 * :class:`VectorStemobObservation` does the same for a gymnasium vector env, inverting the frames
   of all sub-envs (and all cameras) in one ``Inverter.invert`` call.
 * :class:`MultiStepWrapper` stacks the last ``n_obs_steps`` observations and executes action
@@ -47,6 +49,26 @@ def as_settings(settings: InversionSettings | Mapping[str, Any] | None) -> Inver
     raise StemobError(f"Stem-OB settings must be InversionSettings or a dict, got {settings!r}")
 
 
+OUTPUTS = ("rgb", "latent")
+
+
+def _inverted_space(
+    space: gym.spaces.Dict, keys: Sequence[str], inverter: Inverter, output: str
+) -> gym.spaces.Dict:
+    """``space`` with the ``keys`` as the wrapper emits them: unchanged for ``rgb``; for ``latent``
+    float32 boxes of the latent shape (found by inverting one black frame of each camera)."""
+    if output not in OUTPUTS:
+        raise StemobError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output == "rgb":
+        return space
+    spaces = dict(space.spaces)
+    for key in keys:
+        blank = np.zeros(space[key].shape, np.uint8)
+        shape = tuple(inverter.invert(blank[None], [(0, 0, key)], output="latent").shape[1:])
+        spaces[key] = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+    return gym.spaces.Dict(spaces)
+
+
 def make_inverter(
     settings: InversionSettings | Mapping[str, Any] | None = None,
     inverter: Inverter | None = None,
@@ -68,11 +90,13 @@ def invert_observations(
     observations: Sequence[Mapping[str, np.ndarray]],
     heads: Sequence[tuple[int, int]],
     keys: Sequence[str],
+    output: str = "rgb",
 ) -> list[ObsDict]:
     """Invert the ``keys`` images of several observations; ``heads[i]`` = (episode, step) of obs i.
 
     All frames of one size go through one ``Inverter.invert`` call (one call in total when the
-    cameras share a size); the other keys are passed through. Returns new dicts.
+    cameras share a size); the other keys are passed through. ``output="latent"`` gives the
+    float32 inverted latents ``(C, h, w)`` instead of images. Returns new dicts.
     """
     if len(observations) != len(heads):
         raise StemobError(f"got {len(heads)} frame heads for {len(observations)} observations")
@@ -91,9 +115,9 @@ def invert_observations(
     for members in groups.values():
         frames = np.stack([np.asarray(observations[i][k]) for i, k in members])
         ids: list[FrameId] = [(int(heads[i][0]), int(heads[i][1]), k) for i, k in members]
-        inverted = inverter.invert(frames, ids)
+        inverted = inverter.invert(frames, ids, output=output)
         for (i, key), image in zip(members, inverted, strict=True):
-            out[i][key] = image
+            out[i][key] = np.asarray(image)
     return out
 
 
@@ -106,6 +130,8 @@ class StemobObservation(gym.ObservationWrapper):
         keys: image keys to invert (default: every ``*_image`` key of the observation space).
         inverter: a prebuilt Inverter to share one model across wrappers.
         device: where a new Inverter runs.
+        output: ``rgb`` (inverted images) or ``latent`` (float32 inverted latents ``(C, h, w)``;
+            the observation space says their shape).
 
     Frame ids are ``(episode, step, key)``: ``episode`` is the reset seed (or
     ``reset(options={"episode": e})``; without either, the env's own ``reset_seed`` when it has
@@ -120,6 +146,7 @@ class StemobObservation(gym.ObservationWrapper):
         keys: Sequence[str] | None = None,
         inverter: Inverter | None = None,
         device: str = "cpu",
+        output: str = "rgb",
     ) -> None:
         super().__init__(env)
         if not isinstance(env.observation_space, gym.spaces.Dict):
@@ -132,6 +159,10 @@ class StemobObservation(gym.ObservationWrapper):
                 f"(has {sorted(env.observation_space.spaces)})"
             )
         self.inverter = make_inverter(settings, inverter, device)
+        self.output = output
+        self.observation_space = _inverted_space(
+            env.observation_space, self.keys, self.inverter, output
+        )
         self.episode = 0
         self.step_count = 0
         self._resets = 0
@@ -158,7 +189,7 @@ class StemobObservation(gym.ObservationWrapper):
     def observation(self, observation: ObsDict) -> ObsDict:
         """The observation with its camera images inverted (frame ids of the current step)."""
         return invert_observations(
-            self.inverter, [observation], [(self.episode, self.step_count)], self.keys
+            self.inverter, [observation], [(self.episode, self.step_count)], self.keys, self.output
         )[0]
 
 
@@ -180,6 +211,7 @@ class VectorStemobObservation(gym.vector.VectorObservationWrapper):
         keys: Sequence[str] | None = None,
         inverter: Inverter | None = None,
         device: str = "cpu",
+        output: str = "rgb",
     ) -> None:
         super().__init__(env)
         space = env.single_observation_space
@@ -195,6 +227,11 @@ class VectorStemobObservation(gym.vector.VectorObservationWrapper):
         if missing or not self.keys:
             raise StemobError(f"image keys {missing or self.keys} are not in the observation space")
         self.inverter = make_inverter(settings, inverter, device)
+        self.output = output
+        self.single_observation_space = _inverted_space(space, self.keys, self.inverter, output)
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, env.num_envs
+        )
         n = env.num_envs
         self.episodes = np.zeros(n, np.int64)
         self.steps = np.zeros(n, np.int64)
@@ -253,7 +290,7 @@ class VectorStemobObservation(gym.vector.VectorObservationWrapper):
         n = self.num_envs
         per_env = [{k: observations[k][i] for k in self.keys} for i in range(n)]
         heads = [(int(self.episodes[i]), int(self.steps[i])) for i in range(n)]
-        inverted = invert_observations(self.inverter, per_env, heads, self.keys)
+        inverted = invert_observations(self.inverter, per_env, heads, self.keys, self.output)
         out = dict(observations)
         for key in self.keys:
             out[key] = np.stack([obs[key] for obs in inverted])

@@ -118,9 +118,9 @@ def test_invert_observations_uses_one_call_per_size(inverter):
     calls = []
 
     class Counting:
-        def invert(self, images, ids):
+        def invert(self, images, ids, **kwargs):
             calls.append(list(ids))
-            return inverter.invert(images, ids)
+            return inverter.invert(images, ids, **kwargs)
 
     rng = np.random.default_rng(0)
     observations = [
@@ -153,6 +153,32 @@ def test_vector_wrapper_matches_single_env_wrappers(inverter):
     wrapped.close()
     for single in singles:
         single.close()
+
+
+def test_latent_output_matches_the_inverter_and_the_observation_space(inverter):
+    """output='latent': single and vector wrappers emit the inverter's latents of the same frame
+    ids, with the shape their observation spaces declare."""
+    single = StemobObservation(make_env(), inverter=inverter, output="latent")
+    raw = make_env()
+    obs, _ = single.reset(seed=5)
+    frames, _ = raw.reset(seed=5)
+    stacked = np.stack([frames[key] for key in KEYS])  # one call for both cameras, as the wrapper
+    expected = inverter.invert(stacked, [(5, 0, key) for key in KEYS], output="latent").numpy()
+    for key, latent in zip(KEYS, expected, strict=True):
+        assert (
+            obs[key].dtype == np.float32 and obs[key].shape == single.observation_space[key].shape
+        )
+        np.testing.assert_array_equal(obs[key], latent)
+    vec = gym.vector.SyncVectorEnv([make_env, make_env])
+    wrapped = VectorStemobObservation(vec, inverter=inverter, output="latent")
+    batch, _ = wrapped.reset(seed=[5, 6])
+    assert batch["front_image"].shape == (2, *single.observation_space["front_image"].shape)
+    assert wrapped.observation_space["front_image"].shape == batch["front_image"].shape
+    np.testing.assert_array_equal(batch["front_image"][0], obs["front_image"])
+    with pytest.raises(StemobError, match="output"):
+        StemobObservation(make_env(), inverter=inverter, output="latents")
+    for env in (single, raw, wrapped):
+        env.close()
 
 
 def test_vector_wrapper_autoreset_restarts_frame_ids(inverter):
