@@ -252,6 +252,8 @@ def test_a_dataset_without_env_args_takes_the_tasks(demos):
 def test_latent_inputs_train_evaluate_and_deploy(demos, tmp_path, one_torch_thread):
     """dataset.stemob_latents: the cache is built with latents, the policy reads (C, h, w) maps of
     the same values as the cache, and evaluation and the deploy runner invert to latents."""
+    import shutil
+
     import h5py
     import numpy as np
 
@@ -289,6 +291,23 @@ def test_latent_inputs_train_evaluate_and_deploy(demos, tmp_path, one_torch_thre
     state = {k: np.zeros(policy.config.obs_shapes[k], np.float32) for k in runner.state_keys}
     actions = runner.act({"front_image": frame, "wrist_image": frame}, state)
     assert actions.shape[1] == policy.config.action_dim and np.isfinite(actions).all()
+
+    # a damaged latent cache (a copy) is named, never half-read
+    second = data.episode_names[1]
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    shutil.copy(data.cache_path, damaged / data.cache_path.name)
+    dataset_cfg = {**cfg["dataset"], "cache_dir": str(damaged)}
+    with h5py.File(damaged / data.cache_path.name, "r+") as cache:
+        latents = cache["data"][second]["latents"]
+        shape = latents["front_image"].shape
+        del latents["front_image"]
+    with pytest.raises(StemobError, match=f"{second}.*latents of 'front_image' are missing"):
+        build_dataset(dataset_cfg, cfg["policy"], InversionSettings(**cfg["stemob"]))
+    with h5py.File(damaged / data.cache_path.name, "r+") as cache:
+        cache["data"][second]["latents"]["front_image"] = np.zeros((shape[0], 4, 4, 4), np.float16)
+    with pytest.raises(StemobError, match=r"have shape .*expected \(\d+, 4, 8, 8\)"):
+        build_dataset(dataset_cfg, cfg["policy"], InversionSettings(**cfg["stemob"]))
 
     # a cache built without latents is never reused for a run that needs them
     settings = InversionSettings(**cfg["stemob"])

@@ -318,10 +318,16 @@ class DemoDataset(torch.utils.data.Dataset):
             raise StemobError(
                 f"{path}: episode {name!r}, latents of {src!r} are missing"
             ) from error
-        if dataset.ndim != 4 or dataset.shape[0] != int(self.lengths[index]):
+        length = int(self.lengths[index])
+        known = self.arrays[key].shape[1:] if key in self.arrays else None  # episode 0's (C, h, w)
+        if (
+            dataset.ndim != 4
+            or dataset.shape[0] != length
+            or known not in (None, dataset.shape[1:])
+        ):
             raise StemobError(
                 f"{path}: episode {name!r}, latents of {src!r} have shape {dataset.shape}, "
-                f"expected ({int(self.lengths[index])}, C, h, w)"
+                f"expected ({length}, {', '.join(map(str, known)) if known else 'C, h, w'})"
             )
         return dataset
 
