@@ -95,6 +95,17 @@ class ObservationHistory:
         return {k: np.stack([f.obs[k] for f in frames]) for k in self.keys}
 
 
+def policy_cameras(policy: Any) -> tuple[list[str], list[str]]:
+    """The policy's cameras: ``(image_keys, latent_keys)``, the second fed as inverted latents
+    (which needs the policy's stored Stem-OB settings)."""
+    cfg = policy.config
+    if cfg.latent_keys and getattr(policy, "stemob", None) is None:
+        raise StemobError(
+            f"the policy reads Stem-OB latents {cfg.latent_keys} but stores no Stem-OB settings"
+        )
+    return list(cfg.image_keys), list(cfg.latent_keys)
+
+
 def invert_pending(
     inverter: Any,
     histories: Sequence[ObservationHistory],
@@ -209,12 +220,8 @@ class PolicyRunner:
     ) -> None:
         self.policy = policy.eval()
         cfg = policy.config
-        if cfg.latent_keys and policy.stemob is None:
-            raise StemobError(
-                f"the policy reads Stem-OB latents {cfg.latent_keys} but stores no Stem-OB settings"
-            )
-        self.image_keys = list(cfg.image_keys)
-        self.latent_keys = list(cfg.latent_keys)  # cameras the policy sees as inverted latents
+        # latent keys: cameras the policy sees as inverted latents
+        self.image_keys, self.latent_keys = policy_cameras(policy)
         self.state_keys = list(cfg.lowdim_keys)
         parameter = next(iter(policy.parameters()), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")

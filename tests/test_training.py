@@ -314,6 +314,9 @@ def test_latent_inputs_train_evaluate_and_deploy(demos, tmp_path, one_torch_thre
     build_cache(demos, settings, cache_dir=tmp_path / "rgb_cache", progress=False)
     with pytest.raises(CacheMismatchError, match="without latents"):
         build_cache(demos, settings, cache_dir=tmp_path / "rgb_cache", store_latents=True)
+    rgb_only = {**cfg["dataset"], "cache_dir": str(tmp_path / "rgb_cache")}
+    with pytest.raises(CacheMismatchError, match="without latents"):
+        build_dataset(rgb_only, cfg["policy"], settings)
 
 
 def test_resume_accepts_options_added_since_the_run_was_saved_only_while_off():

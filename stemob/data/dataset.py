@@ -216,14 +216,10 @@ class DemoDataset(torch.utils.data.Dataset):
             if use_cache:
                 from stemob.inversion.dataset_cache import find_cache, read_cache_record
 
-                self.cache_path = find_cache(cfg.path, cfg.stemob, cfg.cache_dir)
-                record = read_cache_record(self.cache_path)
-                cached = record["keys"]
-                if cfg.stemob_latents and not record["has_latents"]:
-                    raise StemobError(
-                        f"{self.cache_path} holds no latents (stemob_latents=true needs them): "
-                        "rebuild it with --store_latents, or build one in another cache_dir"
-                    )
+                self.cache_path = find_cache(
+                    cfg.path, cfg.stemob, cfg.cache_dir, latents=cfg.stemob_latents
+                )
+                cached = read_cache_record(self.cache_path)["keys"]
                 for key in self.stemob_keys:
                     if self.source_keys[key] not in cached:
                         raise StemobError(

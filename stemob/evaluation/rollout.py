@@ -19,6 +19,7 @@ from stemob.deploy import (
     ObservationHistory,
     invert_pending,
     next_actions,
+    policy_cameras,
     to_batch,
 )
 from stemob.errors import StemobError
@@ -150,11 +151,7 @@ def evaluate(
     if env_args is None:
         raise StemobError("no env_args: pass env_args, or use a policy checkpoint that stores them")
     cfg = policy.config
-    image_keys, latent_keys = list(cfg.image_keys), list(cfg.latent_keys)
-    if latent_keys and getattr(policy, "stemob", None) is None:
-        raise StemobError(
-            f"the policy reads Stem-OB latents {latent_keys} but stores no Stem-OB settings"
-        )
+    image_keys, latent_keys = policy_cameras(policy)
     keys = [*image_keys, *latent_keys, *cfg.lowdim_keys]
     if getattr(policy, "stemob", None) is not None:
         from envs.wrappers import make_inverter

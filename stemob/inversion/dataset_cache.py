@@ -157,9 +157,13 @@ def read_cache_record(path: Path) -> dict[str, Any]:
 
 
 def verify_cache(
-    path: Path, settings: InversionSettings, source_fingerprint: str | None = None
+    path: Path,
+    settings: InversionSettings,
+    source_fingerprint: str | None = None,
+    latents: bool = False,
 ) -> dict[str, Any]:
-    """Check that the cache at ``path`` was made with ``settings`` (and from the same source)."""
+    """Check that the cache at ``path`` was made with ``settings`` (and from the same source, and
+    with latents when ``latents``)."""
     record = read_cache_record(path)
     if record["format_version"] != FORMAT_VERSION:
         raise CacheMismatchError(
@@ -178,20 +182,29 @@ def verify_cache(
             f"{path} was made from a different version of its dataset (demos, keys or lengths changed); "
             "delete it to rebuild"
         )
+    if latents and not record["has_latents"]:
+        raise CacheMismatchError(
+            f"{path} was built without latents, which are asked for: delete it to rebuild it with "
+            "latents (--store_latents), or build the new cache in another cache_dir"
+        )
     return record
 
 
 def find_cache(
-    source: str | Path, settings: InversionSettings, cache_dir: str | Path | None = None
+    source: str | Path,
+    settings: InversionSettings,
+    cache_dir: str | Path | None = None,
+    latents: bool = False,
 ) -> Path:
-    """Path of the verified cache of ``source`` for ``settings``; a clear error when there is none."""
+    """Path of the verified cache of ``source`` for ``settings`` (with latents when ``latents``);
+    a clear error when there is none."""
     path = cache_path(source, settings, cache_dir)
     if not path.is_file():
         raise StemobError(
             f"no Stem-OB cache for {source} with these settings (expected {path}); build it with "
             f"`stemob-invert-dataset --dataset {source} ...`"
         )
-    verify_cache(path, settings, read_layout(Path(source)).fingerprint())
+    verify_cache(path, settings, read_layout(Path(source)).fingerprint(), latents)
     return path
 
 
@@ -227,12 +240,7 @@ def build_cache(
     target = cache_path(source, settings, cache_dir)
     state = PartialState(cpu=device == "cpu")
     if target.exists():
-        record = verify_cache(target, settings, layout.fingerprint())
-        if store_latents and not record["has_latents"]:
-            raise CacheMismatchError(
-                f"{target} was built without latents, which are asked for: delete it to rebuild "
-                "it with latents, or build the new cache in another cache_dir"
-            )
+        verify_cache(target, settings, layout.fingerprint(), store_latents)
         return target
     torch_device = state.device if device == "auto" else device
     if str(torch_device) == "cpu" and state.num_processes > 1:
