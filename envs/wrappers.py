@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from stemob.errors import StemobError
-from stemob.inversion.inverter import FrameId, Inverter
+from stemob.inversion.inverter import Inverter, invert_grouped
 from stemob.inversion.settings import InversionSettings
 
 ObsDict = dict[str, np.ndarray]
@@ -101,7 +101,7 @@ def invert_observations(
     if len(observations) != len(heads):
         raise StemobError(f"got {len(heads)} frame heads for {len(observations)} observations")
     out = [dict(obs) for obs in observations]
-    groups: dict[tuple[int, ...], list[tuple[int, str]]] = {}
+    members: list[tuple[int, str]] = []
     for i, obs in enumerate(observations):
         for key in keys:
             if key not in obs:
@@ -111,13 +111,15 @@ def invert_observations(
                 raise StemobError(
                     f"camera {key!r} must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
                 )
-            groups.setdefault(image.shape, []).append((i, key))
-    for members in groups.values():
-        frames = np.stack([np.asarray(observations[i][k]) for i, k in members])
-        ids: list[FrameId] = [(int(heads[i][0]), int(heads[i][1]), k) for i, k in members]
-        inverted = inverter.invert(frames, ids, output=output)
-        for (i, key), image in zip(members, inverted, strict=True):
-            out[i][key] = np.asarray(image)
+            members.append((i, key))
+    inverted = invert_grouped(
+        inverter,
+        [observations[i][k] for i, k in members],
+        [(int(heads[i][0]), int(heads[i][1]), k) for i, k in members],
+        [output] * len(members),
+    )
+    for (i, key), image in zip(members, inverted, strict=True):
+        out[i][key] = image
     return out
 
 

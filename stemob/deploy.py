@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from stemob.errors import StemobError
+from stemob.inversion.inverter import invert_grouped
 
 # ---------------------------------------------------------------------- shared bookkeeping
 
@@ -119,24 +120,25 @@ def invert_pending(
     ``inverter.invert`` call. ``image_keys`` become inverted images, ``latent_keys`` the float32
     inverted latents ``(C, h, w)``. Returns the number of images inverted.
     """
-    groups: dict[tuple[tuple[int, ...], str], list[tuple[Frame, str, int]]] = {}
-    todo = []
-    for history, episode in zip(histories, episodes, strict=True):
-        for frame in history.pending():
-            todo.append(frame)
-            for key in [*image_keys, *latent_keys]:
-                output = "latent" if key in latent_keys else "rgb"
-                group = groups.setdefault((frame.obs[key].shape, output), [])
-                group.append((frame, key, int(episode)))
-    for (_, output), members in groups.items():
-        images = np.stack([frame.obs[key] for frame, key, _ in members])
-        ids = [(episode, frame.step, key) for frame, key, episode in members]
-        inverted = inverter.invert(images, ids, output=output)
-        for (frame, key, _), image in zip(members, inverted, strict=True):
-            frame.obs[key] = np.asarray(image)
-    for frame in todo:
+    todo = [
+        (frame, int(episode))
+        for h, episode in zip(histories, episodes, strict=True)
+        for frame in h.pending()
+    ]
+    members = [
+        (frame, key, episode) for frame, episode in todo for key in [*image_keys, *latent_keys]
+    ]
+    inverted = invert_grouped(
+        inverter,
+        [frame.obs[key] for frame, key, _ in members],
+        [(episode, frame.step, key) for frame, key, episode in members],
+        ["latent" if key in latent_keys else "rgb" for _, key, _ in members],
+    )
+    for (frame, key, _), image in zip(members, inverted, strict=True):
+        frame.obs[key] = image
+    for frame, _ in todo:
         frame.inverted = True
-    return sum(len(m) for m in groups.values())
+    return len(members)
 
 
 def to_batch(

@@ -8,7 +8,7 @@ import torch
 
 from stemob.errors import StemobError
 from stemob.inversion import InversionSettings, Inverter, timestep_for_step
-from stemob.inversion.inverter import to_model_pixels
+from stemob.inversion.inverter import invert_grouped, to_model_pixels
 from stemob.inversion.model_builder import SD_SCHEDULER
 
 
@@ -197,3 +197,17 @@ def test_ddim_is_deterministic_and_uses_the_seedless_path(tiny_model):
     a = make(tiny_model, mode="ddim", inversion_steps=4, seed=None).invert(x)
     b = make(tiny_model, mode="ddim", inversion_steps=4, seed=None).invert(x)
     assert np.array_equal(a, b)
+
+
+def test_invert_grouped_keeps_order_across_sizes_and_outputs(tiny_uncond_model):
+    inv = make(tiny_uncond_model, seed=3)
+    small, large = frames(2, 32, 32, seed=1), frames(1, 48, 48, seed=2)
+    images = [small[0], large[0], small[1], small[0]]
+    ids = [(0, 0, "a"), (0, 0, "b"), (0, 1, "a"), (1, 0, "a")]
+    out = invert_grouped(inv, images, ids, ["rgb", "rgb", "rgb", "latent"])
+    assert [o.shape for o in out[:3]] == [(32, 32, 3), (48, 48, 3), (32, 32, 3)]
+    assert out[3].dtype == np.float32 and out[3].ndim == 3
+    expected = inv.invert(large[0], [ids[1]])
+    assert np.abs(out[1].astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(StemobError, match="2 frames, 1 frame ids and 2 outputs"):
+        invert_grouped(inv, images[:2], ids[:1], ["rgb", "rgb"])

@@ -326,3 +326,30 @@ def from_model_pixels(pixels: torch.Tensor, layout: dict[str, Any]) -> Images:
     if layout["numpy"]:
         return np.ascontiguousarray(out.numpy())
     return out.to(layout["device"])
+
+
+def invert_grouped(
+    inverter: Inverter,
+    images: Sequence[np.ndarray],
+    frame_ids: Sequence[FrameId],
+    outputs: Sequence[str],
+) -> list[np.ndarray]:
+    """Invert frames of mixed sizes and outputs (``"rgb"`` or ``"latent"``, one per frame).
+
+    Frames that share a shape and an output go through one ``inverter.invert`` call (one call in
+    all for same-size cameras); the results come back in input order, as numpy arrays.
+    """
+    if not len(images) == len(frame_ids) == len(outputs):
+        raise StemobError(
+            f"got {len(images)} frames, {len(frame_ids)} frame ids and {len(outputs)} outputs"
+        )
+    groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
+    for i, (image, output) in enumerate(zip(images, outputs, strict=True)):
+        groups.setdefault((tuple(np.shape(image)), output), []).append(i)
+    results: list[np.ndarray] = [np.empty(0)] * len(images)
+    for (_, output), members in groups.items():
+        stacked = np.stack([np.asarray(images[i]) for i in members])
+        inverted = inverter.invert(stacked, [frame_ids[i] for i in members], output=output)
+        for i, result in zip(members, inverted, strict=True):
+            results[i] = np.asarray(result)
+    return results
