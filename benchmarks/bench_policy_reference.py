@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from policies import make_policy
-from policies.encoders import SmallCNN
+from policies.encoders import SMALL_CNN_STRIDES, SmallCNN
 from policies.optim import make_optimizer
 from policies.testing import batch_stats, synthetic_batch
 
@@ -115,10 +115,10 @@ def our_config(policy: str, kind: str, shapes: dict[str, list[int]], action_dim:
     return (small_config if kind == "small" else paper_config)(shapes, action_dim)
 
 
-def small_out(size: int) -> int:
-    """Spatial size after SmallCNN's three stride-2 convolutions."""
-    for _ in range(3):
-        size = (size - 1) // 2 + 1
+def small_out(size: int, stride: int) -> int:
+    """Spatial size after SmallCNN's strided convolutions (total ``stride``)."""
+    for layer_stride in SMALL_CNN_STRIDES[stride]:
+        size = (size - 1) // layer_stride + 1
     return size
 
 
@@ -141,10 +141,13 @@ def build_ref_dp(cfg: Any, image_keys: list[str], state_key: str | None, batch: 
 
         def __init__(self, input_channel: int = 3) -> None:
             super().__init__()
-            self.nets = SmallCNN(input_channel, width, cfg.use_group_norm)
+            self.nets = SmallCNN(
+                input_channel, width, cfg.use_group_norm, SMALL_CNN_STRIDES[cfg.cnn_stride]
+            )
 
         def output_shape(self, input_shape: list[int]) -> list[int]:
-            return [2 * width, small_out(input_shape[1]), small_out(input_shape[2])]
+            h, w = (small_out(n, cfg.cnn_stride) for n in input_shape[1:])
+            return [2 * width, h, w]
 
     base_nets.StemobSmallConv = StemobSmallConv  # VisualCore resolves backbone_class by name
     original = hybrid.get_robomimic_config
@@ -238,7 +241,7 @@ def build_ref_act(cfg: Any, image_keys: list[str]) -> tuple[Any, torch.optim.Opt
     model.latent_proj = nn.Linear(d, 2 * cfg.latent_dim)
     model.latent_out_proj = nn.Linear(cfg.latent_dim, d)
     if cfg.vision_backbone == "small_cnn":
-        trunk = SmallCNN(3, cfg.cnn_width, cfg.use_group_norm)
+        trunk = SmallCNN(3, cfg.cnn_width, cfg.use_group_norm, SMALL_CNN_STRIDES[cfg.cnn_stride])
 
         class Body(nn.Module):
             def __init__(self) -> None:

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from policies.encoders import BACKBONES
+from policies.encoders import BACKBONES, SMALL_CNN_STRIDES
 from policies.normalize import NORM_MODES, FeatureNormalizer, stats_to_dict
 from stemob.errors import StemobError
 
@@ -70,6 +70,8 @@ class PolicyConfig:
         vision_backbone: ``resnet18`` (written in the project) or ``small_cnn`` (CPU runs).
         use_group_norm: replace BatchNorm by GroupNorm in the backbone.
         cnn_width: channel width of ``small_cnn``.
+        cnn_stride: total stride of ``small_cnn``, 8 or 16 (a 96 px frame gives 12x12 or 6x6
+            feature cells: ACT's image tokens, Diffusion Policy's keypoint maps).
         crop_shape: ``[h, w]`` crop (random in training, central in evaluation); ``None``: no crop.
             Floats in (0, 1] are fractions of the smallest camera, resolved to pixels (at least 8)
             when the config is built (``[0.9, 0.9]`` is the small configs' rule).
@@ -92,6 +94,7 @@ class PolicyConfig:
     vision_backbone: str = "resnet18"
     use_group_norm: bool = True
     cnn_width: int = 32
+    cnn_stride: int = 8
     crop_shape: list[int] | None = None
     share_encoder: bool = False
     normalization: dict[str, str] = field(
@@ -134,6 +137,10 @@ class PolicyConfig:
         _positive_int("horizon", self.horizon)
         _positive_int("n_action_steps", self.n_action_steps)
         _positive_int("cnn_width", self.cnn_width)
+        if self.cnn_stride not in SMALL_CNN_STRIDES:
+            raise StemobError(
+                f"cnn_stride {self.cnn_stride}: expected one of {list(SMALL_CNN_STRIDES)}"
+            )
         if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
             raise StemobError(
                 f"n_obs_steps - 1 + n_action_steps ({self.n_obs_steps - 1 + self.n_action_steps}) "

@@ -17,6 +17,9 @@ from torch import nn
 from stemob.errors import StemobError
 
 BACKBONES = ("resnet18", "small_cnn")
+SMALL_CNN_STRIDES = {8: (2, 2, 2, 1), 16: (2, 2, 2, 2)}
+"""``small_cnn``'s per-layer strides for each total stride (``cnn_stride``): a 96 px frame gives
+12x12 feature cells at 8, 6x6 at 16."""
 LATENT_BACKBONE = "latent_cnn"
 """The trunk of Stem-OB latent maps: ``small_cnn`` with one stride-2 layer instead of three, as a
 latent is already 4-8x smaller than its frame (a 96 px frame's 24x24 latent from the embedded
@@ -128,13 +131,20 @@ def micro_batched(
     return torch.cat([fn(part) for part in images.split(CPU_MICRO_BATCH)], 0)
 
 
-def make_backbone(name: str, in_channels: int, group_norm: bool, width: int = 32) -> nn.Module:
+def make_backbone(
+    name: str, in_channels: int, group_norm: bool, width: int = 32, stride: int = 8
+) -> nn.Module:
     """A backbone by name (``resnet18``, ``small_cnn`` or :data:`LATENT_BACKBONE`) with an
-    ``out_channels`` attribute."""
+    ``out_channels`` attribute; ``width`` and ``stride`` (a key of :data:`SMALL_CNN_STRIDES`)
+    shape ``small_cnn``."""
     if name == "resnet18":
         return ResNet18(in_channels, group_norm)
     if name == "small_cnn":
-        return SmallCNN(in_channels, width, group_norm)
+        if stride not in SMALL_CNN_STRIDES:
+            raise StemobError(
+                f"small_cnn stride {stride}: expected one of {list(SMALL_CNN_STRIDES)}"
+            )
+        return SmallCNN(in_channels, width, group_norm, SMALL_CNN_STRIDES[stride])
     if name == LATENT_BACKBONE:
         return SmallCNN(in_channels, width, group_norm, strides=(1, 2, 1, 1))
     raise StemobError(f"unknown vision backbone {name!r}: expected one of {BACKBONES}")
@@ -197,9 +207,10 @@ class CameraEncoder(nn.Module):
         feature_dim: int,
         crop_shape: Sequence[int] | None,
         width: int = 32,
+        stride: int = 8,
     ) -> None:
         super().__init__()
-        self.backbone = make_backbone(backbone, in_channels, group_norm, width)
+        self.backbone = make_backbone(backbone, in_channels, group_norm, width, stride)
         self.keypoints = SpatialSoftmax(self.backbone.out_channels, num_keypoints)
         self.out = nn.Linear(2 * num_keypoints, feature_dim)
         self.crop_shape = tuple(crop_shape) if crop_shape else None
@@ -230,6 +241,7 @@ class ObservationEncoder(nn.Module):
         crop_shape: Sequence[int] | None,
         shared: bool,
         width: int = 32,
+        stride: int = 8,
     ) -> None:
         super().__init__()
         self.image_keys = list(image_keys)
@@ -238,7 +250,7 @@ class ObservationEncoder(nn.Module):
 
         def build(channels: int, name: str, crop: Sequence[int] | None) -> CameraEncoder:
             return CameraEncoder(
-                name, channels, group_norm, num_keypoints, feature_dim, crop, width
+                name, channels, group_norm, num_keypoints, feature_dim, crop, width, stride
             )
 
         n_enc = 1 if shared and self.image_keys else len(self.image_keys)

@@ -10,7 +10,7 @@ import torch
 
 from policies import load_policy, make_policy
 from policies.base import policy_class
-from policies.encoders import ResNet18, SmallCNN, SpatialSoftmax, crop_images
+from policies.encoders import ResNet18, SmallCNN, SpatialSoftmax, crop_images, make_backbone
 from policies.testing import batch_stats, synthetic_batch
 from stemob.errors import StemobError
 
@@ -184,6 +184,23 @@ def test_resnet18_and_small_cnn():
         assert ("GroupNorm" in norms) == group_norm and ("BatchNorm2d" in norms) != group_norm
     assert sum(p.numel() for p in ResNet18(group_norm=False).parameters()) == 11_176_512
     assert SmallCNN(4, 8)(torch.randn(1, 4, 32, 32)).shape == (1, 16, 4, 4)
+    frame = torch.randn(1, 3, 96, 96)
+    assert make_backbone("small_cnn", 3, True, 8)(frame).shape == (1, 16, 12, 12)
+    assert make_backbone("small_cnn", 3, True, 8, stride=16)(frame).shape == (1, 16, 6, 6)
+    with pytest.raises(StemobError, match="small_cnn stride 4"):
+        make_backbone("small_cnn", 3, True, 8, stride=4)
+
+
+def test_act_small_config_has_six_by_six_tokens_per_96px_camera():
+    from policies.act import small_config
+
+    shapes = {"front_image": [3, 96, 96], "wrist_image": [3, 96, 96], "eef_pos": [3]}
+    policy = make_policy("act", small_config(shapes, 7))
+    images = {k: torch.zeros(2, 3, 96, 96) for k in ("front_image", "wrist_image")}
+    tokens, pos = policy._image_tokens(images)
+    assert tokens.shape == (2, 72, 64) and pos.shape == (1, 72, 64)
+    with pytest.raises(StemobError, match="cnn_stride 12"):
+        small_config(shapes, 7, cnn_stride=12)
 
 
 def test_spatial_softmax_keypoints():

@@ -44,7 +44,9 @@ class ACTPolicy(Policy):
         n_cam = 1 if cfg.share_encoder and cfg.image_keys else len(cfg.image_keys)
         self.backbones = nn.ModuleList(
             [
-                make_backbone(cfg.vision_backbone, 3, cfg.use_group_norm, cfg.cnn_width)
+                make_backbone(
+                    cfg.vision_backbone, 3, cfg.use_group_norm, cfg.cnn_width, cfg.cnn_stride
+                )
                 for _ in range(n_cam)
             ]
         )

@@ -42,6 +42,7 @@ class DiffusionPolicy(Policy):
             crop_shape=cfg.crop_shape,
             shared=cfg.share_encoder,
             width=cfg.cnn_width,
+            stride=cfg.cnn_stride,
         )
         cond_dim = self.encoder.out_dim * cfg.n_obs_steps
         self.denoiser: ConditionalUnet1d | TransformerDenoiser
