@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from policies import make_policy
-from policies.encoders import SMALL_CNN_STRIDES, SmallCNN
+from policies.encoders import SMALL_CNN_STRIDES, make_backbone
 from policies.optim import make_optimizer
 from policies.testing import batch_stats, synthetic_batch
 
@@ -141,8 +141,8 @@ def build_ref_dp(cfg: Any, image_keys: list[str], state_key: str | None, batch: 
 
         def __init__(self, input_channel: int = 3) -> None:
             super().__init__()
-            self.nets = SmallCNN(
-                input_channel, width, cfg.use_group_norm, SMALL_CNN_STRIDES[cfg.cnn_stride]
+            self.nets = make_backbone(
+                "small_cnn", input_channel, cfg.use_group_norm, width, cfg.cnn_stride
             )
 
         def output_shape(self, input_shape: list[int]) -> list[int]:
@@ -186,7 +186,7 @@ def build_ref_dp(cfg: Any, image_keys: list[str], state_key: str | None, batch: 
             n_obs_steps=cfg.n_obs_steps,
             num_inference_steps=cfg.num_inference_steps,
             obs_as_global_cond=True,
-            crop_shape=tuple(cfg.crop_shape),
+            crop_shape=tuple(cfg.crop_shape) if cfg.crop_shape else None,
             diffusion_step_embed_dim=cfg.step_embed_dim,
             down_dims=tuple(cfg.down_dims),
             kernel_size=cfg.kernel_size,
@@ -241,7 +241,7 @@ def build_ref_act(cfg: Any, image_keys: list[str]) -> tuple[Any, torch.optim.Opt
     model.latent_proj = nn.Linear(d, 2 * cfg.latent_dim)
     model.latent_out_proj = nn.Linear(cfg.latent_dim, d)
     if cfg.vision_backbone == "small_cnn":
-        trunk = SmallCNN(3, cfg.cnn_width, cfg.use_group_norm, SMALL_CNN_STRIDES[cfg.cnn_stride])
+        trunk = make_backbone("small_cnn", 3, cfg.use_group_norm, cfg.cnn_width, cfg.cnn_stride)
 
         class Body(nn.Module):
             def __init__(self) -> None:
