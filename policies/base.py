@@ -112,6 +112,10 @@ class PolicyConfig:
     lr_warmup_steps: int = 500
     inference_dtype: str = "fp32"
 
+    # Fields that only change how a trained model is run; a checkpoint's value may be overridden
+    # at load time (``load_policy(..., overrides=...)``, ``eval.py policy_overrides=...``).
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps", "inference_dtype")
+
     def __post_init__(self) -> None:
         if not isinstance(self.obs_shapes, Mapping) or not self.obs_shapes:
             raise StemobError("obs_shapes must map every observation key to its frame shape")
@@ -434,8 +438,17 @@ def make_policy(
     return policy_class(name)(config, stats=stats, stemob=stemob, env_args=env_args)
 
 
-def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
-    """Load any policy checkpoint folder (see the module docstring), in evaluation mode."""
+def load_policy(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+) -> Policy:
+    """Load any policy checkpoint folder (see the module docstring), in evaluation mode.
+
+    ``overrides`` replaces inference-only config fields (the config class's
+    ``INFERENCE_FIELDS``, e.g. ACT's ``temporal_ensemble_coeff``); any other field is an error,
+    since it would not match the trained weights.
+    """
     folder = Path(path)
     config_file = folder / CONFIG_FILE
     if not config_file.is_file():
@@ -446,8 +459,18 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
             f"{config_file}: format {record.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
         )
     stats = json.loads((folder / STATS_FILE).read_text())
+    config = dict(record["config"])
+    if overrides:
+        allowed = policy_class(record["policy"]).config_class.INFERENCE_FIELDS
+        refused = sorted(set(overrides) - set(allowed))
+        if refused:
+            raise StemobError(
+                f"{folder}: {refused} cannot be overridden at load time (they shape the trained "
+                f"model); {record['policy']} accepts {list(allowed)}"
+            )
+        config.update(overrides)
     policy = make_policy(
-        record["policy"], record["config"], stats, record.get("stemob"), record.get("env_args")
+        record["policy"], config, stats, record.get("stemob"), record.get("env_args")
     )
     missing, unexpected = load_model(policy, str(folder / WEIGHTS_FILE), strict=True)
     del missing, unexpected

@@ -85,6 +85,22 @@ def test_save_load_identical(trained, tmp_path):
     )
 
 
+def test_load_overrides_inference_fields_only(trained, tmp_path):
+    """Temporal ensembling can be switched off at load time; a model-shaping field cannot."""
+    policy, batch, _ = trained
+    folder = policy.save(tmp_path / "act")
+    chunked = load_policy(folder, overrides={"temporal_ensemble_coeff": None, "n_action_steps": 4})
+    assert chunked.ensembler is None and chunked.config.n_action_steps == 4
+    assert load_policy(folder).ensembler is not None  # the checkpoint itself is unchanged
+    torch.testing.assert_close(
+        chunked.select_action(batch["obs"]), policy.predict_chunk(batch["obs"])[:, 0]
+    )
+    with pytest.raises(StemobError, match=r"\['hidden_dim'\] cannot be overridden"):
+        load_policy(folder, overrides={"hidden_dim": 64})
+    with pytest.raises(StemobError, match="n_action_steps"):
+        load_policy(folder, overrides={"n_action_steps": 0})
+
+
 def test_every_decoder_layer_matters(trained):
     """Changing the last decoder layer changes the output (the reference used only the first)."""
     policy, batch, _ = trained

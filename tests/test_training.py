@@ -234,6 +234,24 @@ def test_end_to_end_record_invert_train_resume_evaluate(tmp_path, one_torch_thre
     for name in ("final", "early"):
         data = json.loads((out / name / "results.json").read_text())
         assert list(data["factors"]) == ["light_color"]
+    # inference-only policy fields can be overridden from eval.py; the report records them
+    steps_cfg = compose(
+        [
+            f"checkpoint={run}",
+            "perturbation=light_color",
+            "episodes=2",
+            "envs=2",
+            "videos=0",
+            "logger.name=none",
+            "policy_overrides={num_inference_steps:2}",
+            f"output_dir={tmp_path}/eval_steps",
+        ],
+        config_name="eval",
+    )
+    data = json.loads((evaluate_from_config(steps_cfg) / "results.json").read_text())
+    assert json.loads(data["meta"]["policy_overrides"]) == {"num_inference_steps": 2}
+    with pytest.raises(StemobError, match="cannot be overridden"):
+        evaluate_from_config({**steps_cfg, "policy_overrides": {"down_dims": [8]}})
 
 
 def test_a_dataset_without_env_args_takes_the_tasks(demos):

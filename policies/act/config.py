@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from policies.base import PolicyConfig, _positive_float, _positive_int
 from stemob.errors import StemobError
@@ -64,6 +64,11 @@ class ACTConfig(PolicyConfig):
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     temporal_ensemble_coeff: float | None = 0.01
+
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
+        *PolicyConfig.INFERENCE_FIELDS,
+        "temporal_ensemble_coeff",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from policies.base import PolicyConfig, _positive_int
 from stemob.errors import StemobError
@@ -63,6 +63,12 @@ class DiffusionConfig(PolicyConfig):
     transformer_heads: int = 4
     transformer_dim: int = 256
     transformer_dropout: float = 0.3
+
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
+        *PolicyConfig.INFERENCE_FIELDS,
+        "inference_scheduler",
+        "num_inference_steps",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

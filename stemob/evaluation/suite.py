@@ -77,13 +77,18 @@ def make_evaluator(cfg: Mapping[str, Any]) -> Any:
     return evaluator
 
 
-def _report_meta(folder: Path, policy: Any) -> dict[str, str]:
+def _report_meta(
+    folder: Path, policy: Any, overrides: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """What a report records about the evaluated checkpoint."""
-    return {
+    meta = {
         "checkpoint": str(folder),
         "stemob": json.dumps(policy.stemob),
         "date": datetime.date.today().isoformat(),
     }
+    if overrides:
+        meta["policy_overrides"] = json.dumps(dict(overrides))
+    return meta
 
 
 def _log_results(
@@ -117,10 +122,12 @@ def _run_factors(
     options: Mapping[str, Any],
     env_args: Mapping[str, Any] | None = None,
     policy_dir: Path | None = None,
+    policy_overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, FactorResult]:
     """Every factor in one benchmark call (one shared Inverter), a line printed per factor.
     With ``policy_dir``, finished factors are kept in ``out_dir/factors`` and a rerun on the same
-    checkpoint (same weights) reuses them: a killed evaluation resumes."""
+    checkpoint (same weights, same ``policy_overrides``) reuses them: a killed evaluation
+    resumes."""
 
     def report(name: str, r: FactorResult) -> None:
         print(f"  {name:<20s} {r.successes:3d}/{r.completed:<3d} success  ({r.errors} errors)")
@@ -129,6 +136,8 @@ def _run_factors(
     if policy_dir is not None:
         resume_dir = out_dir / "factors"
         resume_key = {"policy": _fingerprint(policy_dir), "env_args": env_args}
+        if policy_overrides:  # absent when empty: earlier evaluations' resume files stay valid
+            resume_key["policy_overrides"] = dict(policy_overrides)
 
     episodes = {n: clean_episodes if n == TRAIN_FACTOR else perturbed_episodes for n in factors}
     return run_benchmark(
@@ -225,11 +234,12 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         "blind": bool(cfg.get("blind", False)),
     }
     episodes = int(cfg.get("episodes", 50))
+    overrides = dict(cfg.get("policy_overrides") or {})
     logger = RunLogger.from_config(out, cfg, cfg.get("logger"))
     named: dict[str, dict[str, FactorResult]] = {}
     try:
         for name, folder in policies.items():
-            policy = load_policy(folder, device=cfg.get("device", "cpu"))
+            policy = load_policy(folder, cfg.get("device", "cpu"), overrides)
             env_args = policy.env_args
             if cfg.get("env_overrides"):
                 if env_args is None:
@@ -241,9 +251,10 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
             target = out / name if len(policies) > 1 else out
             print(f"evaluating {name} ({folder}) on {list(factors)}, {episodes} episodes each")
             results = _run_factors(
-                policy, factors, episodes, episodes, target, options, env_args, folder
+                policy, factors, episodes, episodes, target, options, env_args, folder, overrides
             )
-            paths = write_report(results, target, title=name, meta=_report_meta(folder, policy))
+            meta = _report_meta(folder, policy, overrides)
+            paths = write_report(results, target, title=name, meta=meta)
             named[name] = results
             _log_results(logger, results, 0, paths["plot"], prefix=f"eval/{name}")
         if len(named) > 1:
