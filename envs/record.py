@@ -3,6 +3,7 @@
     python -m envs.record task=lift_cube episodes=100 out=demos.hdf5 [perturbation=PATH]
         [seed=0] [image_size=96] [cameras=front,wrist] [action_mode=ee_delta]
         [keep_failed=false] [max_attempts=N] [valid_fraction=0.1] [next_obs=true]
+        [steps_after_success=0]
 
 Episode ``i`` of the attempts uses ``reset(seed=seed + i)``; each demo keeps its reset seed in
 ``stemob_attrs`` (and the ``seed`` attribute), so ``envs.rerender`` can rebuild the same scene.
@@ -76,17 +77,22 @@ def _extras(env: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def run_episode(env: Any, seed: int) -> tuple[Any, bool]:
-    """One expert episode from ``reset(seed)``; returns (Episode, success)."""
+def run_episode(env: Any, seed: int, steps_after_success: int = 0) -> tuple[Any, bool]:
+    """One expert episode from ``reset(seed)``; returns (Episode, success).
+
+    With ``steps_after_success`` the expert goes on for that many steps once the task is done
+    (e.g. holding the cube up), within the task's step limit; the demo is then a success only if
+    the task is still done at its last step.
+    """
     from stemob.data.episodes import Episode
 
     expert = env.task.make_expert(env)
     obs, info = env.reset(seed=seed)
     frames: dict[str, list] = {k: [] for k in obs}
     extras: dict[str, list] = {}
-    actions, rewards, dones, states = [], [], [], []
-    success = False
-    for _ in range(env.task.max_episode_steps):
+    actions, rewards, states = [], [], []
+    success, done_at = False, None
+    for t in range(env.task.max_episode_steps):
         for k, v in obs.items():
             frames[k].append(v)
         for k, v in _extras(env, info).items():
@@ -98,19 +104,29 @@ def run_episode(env: Any, seed: int) -> tuple[Any, bool]:
         obs, reward, terminated, truncated, info = env.step(action)
         actions.append(action)
         rewards.append(reward)
-        dones.append(int(terminated))
         success = bool(info["is_success"])
-        if terminated or truncated:
+        if success and done_at is None:
+            done_at = t
+        if truncated or (done_at is not None and t - done_at >= steps_after_success):
             break
-    dones[-1] = 1
+        if terminated and done_at is None:
+            break
+    dones = np.zeros(len(actions), np.int64)
+    dones[-1] = 1  # robomimic: the last step ends the demo
     episode = Episode(
         obs={k: np.stack(v) for k, v in frames.items()},
         actions=np.asarray(actions, np.float32),
         rewards=np.asarray(rewards, np.float64),
-        dones=np.asarray(dones, np.int64),
+        dones=dones,
         states=np.stack(states),
         extras={k: np.stack(v) for k, v in extras.items()},
-        attrs={"model_file": env.xml, "seed": int(seed), "success": success, "task": env.task_name},
+        attrs={
+            "model_file": env.xml,
+            "seed": int(seed),
+            "success": success,
+            "task": env.task_name,
+            "steps_after_success": int(steps_after_success),
+        },
     )
     return episode, success
 
@@ -129,8 +145,13 @@ def record(
     valid_fraction: float = 0.1,
     next_obs: bool = True,
     progress: bool = True,
+    steps_after_success: int = 0,
 ) -> dict[str, Any]:
-    """Run the expert until ``episodes`` demos are kept; write them atomically to ``out``."""
+    """Run the expert until ``episodes`` demos are kept; write them atomically to ``out``.
+
+    ``steps_after_success`` extends every demo past the task's success (see :func:`run_episode`):
+    chunked policies such as ACT then learn whole chunks instead of padded tails.
+    """
     from tqdm import tqdm
 
     from envs.tabletop.env import TabletopEnv
@@ -138,6 +159,8 @@ def record(
 
     if episodes < 1:
         raise StemobError(f"option episodes: expected >= 1, got {episodes}")
+    if steps_after_success < 0:
+        raise StemobError(f"option steps_after_success: expected >= 0, got {steps_after_success}")
     if not 0 <= valid_fraction < 1:
         raise StemobError(f"option valid_fraction: expected in [0, 1), got {valid_fraction}")
     max_attempts = max_attempts or 2 * episodes + 10
@@ -160,7 +183,7 @@ def record(
                     f"expert for {task} kept {report['kept']} of {episodes} demos in "
                     f"{attempt} attempts; failed seeds: {report['failed_seeds'][:20]}"
                 )
-            episode, success = run_episode(env, seed + attempt)
+            episode, success = run_episode(env, seed + attempt, steps_after_success)
             attempt += 1
             report["attempts"] = attempt
             if not success:
@@ -205,7 +228,7 @@ SPEC: dict[str, tuple[type, Any]] = {
     "task": (str, ...), "episodes": (int, ...), "out": (str, ...), "perturbation": (str, ""),
     "seed": (int, 0), "image_size": (int, 96), "cameras": (str, "front,wrist"),
     "action_mode": (str, "ee_delta"), "keep_failed": (bool, False), "max_attempts": (int, 0),
-    "valid_fraction": (float, 0.1), "next_obs": (bool, True),
+    "valid_fraction": (float, 0.1), "next_obs": (bool, True), "steps_after_success": (int, 0),
 }  # fmt: skip
 
 
@@ -226,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_attempts=a["max_attempts"] or None,
             valid_fraction=a["valid_fraction"],
             next_obs=a["next_obs"],
+            steps_after_success=a["steps_after_success"],
         )
     except StemobError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -105,8 +105,8 @@ def test_rerender_other_cameras_and_perturbation(demos, tmp_path):
 def test_expert_failure_is_reported(tmp_path, monkeypatch):
     real = rec.run_episode
 
-    def failing(env, seed):
-        episode, _ = real(env, seed)
+    def failing(env, seed, steps_after_success=0):
+        episode, _ = real(env, seed, steps_after_success)
         return episode, False
 
     monkeypatch.setattr(rec, "run_episode", failing)
@@ -123,3 +123,27 @@ def test_cli_bad_input(capsys, tmp_path):
     assert "camera" in capsys.readouterr().err
     assert main(["task=lift_cube", "episodes=1"]) == 2
     assert "missing option out" in capsys.readouterr().err
+
+
+def test_steps_after_success_extend_each_demo(demos, tmp_path):
+    """The expert goes on past success (holding the cube up); the longer demo starts like the
+    plain one, stays a success to its last step and records the option; a training run whose task
+    asks for another value than the file's is refused before it reads the file."""
+    from stemob.training.prepare import ensure_demonstrations
+
+    out = tmp_path / "hold.hdf5"
+    record("lift_cube", 1, out, image_size=32, valid_fraction=0, progress=False,
+           steps_after_success=6)  # fmt: skip
+    with h5py.File(demos) as plain, h5py.File(out) as longer:
+        a, b = plain["data/demo_0"], longer["data/demo_0"]
+        n = int(a.attrs["num_samples"])
+        assert int(b.attrs["num_samples"]) == n + 6
+        np.testing.assert_array_equal(b["actions"][:n], a["actions"][:n])
+        assert np.all(b["rewards"][n - 1 :] == 1.0) and list(b["dones"][-7:]) == [0] * 6 + [1]
+        assert json.loads(b.attrs["stemob_attrs"])["steps_after_success"] == 6
+    task = {"env_args": {"type": "stemob_tabletop"}, "demos": {"steps_after_success": 6}}
+    assert ensure_demonstrations({"path": str(out)}, task) == out
+    with pytest.raises(StemobError, match="recorded with steps_after_success=0"):
+        ensure_demonstrations({"path": str(demos)}, task)
+    with pytest.raises(StemobError, match="steps_after_success: expected >= 0"):
+        record("lift_cube", 1, tmp_path / "x.hdf5", steps_after_success=-1, progress=False)

@@ -39,10 +39,13 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
     """The dataset file; recorded with the task's scripted expert if it is missing and the task
     is from the tabletop suite (otherwise a missing file is an error)."""
     path = Path(dataset["path"])
-    if path.exists():
-        return path
     env_args = task.get("env_args") or {}
     demos = task.get("demos") or {}
+    after = int(demos.get("steps_after_success") or 0)
+    if path.exists():
+        if env_args.get("type") == TABLETOP_TYPE:
+            _check_steps_after_success(path, after)
+        return path
     if env_args.get("type") != TABLETOP_TYPE or not dataset.get("record_missing", True):
         raise StemobError(
             f"dataset {path} does not exist (option dataset.path); only tabletop tasks can record "
@@ -62,8 +65,33 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
         image_size=int(kwargs.get("image_size", 96)),
         cameras=tuple(kwargs.get("cameras", ("front", "wrist"))),
         action_mode=kwargs.get("action_mode", "ee_delta"),
+        steps_after_success=after,
     )
     return path
+
+
+def _check_steps_after_success(path: Path, wanted: int) -> None:
+    """A recorded tabletop file must match ``task.demos.steps_after_success`` (files recorded
+    before the option existed count as 0)."""
+    import json
+
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            demos = sorted(f.get("data", {}).keys())
+            if not demos:
+                return
+            attrs = json.loads(f["data"][demos[0]].attrs.get("stemob_attrs", "{}"))
+    except (OSError, ValueError):
+        return  # an unreadable file is reported by the dataset reader, with its own message
+    recorded = int(attrs.get("steps_after_success", 0))
+    if "seed" in attrs and recorded != wanted:
+        raise StemobError(
+            f"{path} was recorded with steps_after_success={recorded}, but "
+            f"task.demos.steps_after_success={wanted}: point dataset.path at another file "
+            "(it is recorded when missing)"
+        )
 
 
 def build_dataset(
