@@ -204,7 +204,7 @@ def write_robomimic(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent writers do not collide
     env_args = env_args or {"env_name": "", "type": 0, "env_kwargs": {}}
     count = frames = 0
     try:
