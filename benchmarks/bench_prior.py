@@ -38,12 +38,8 @@ import numpy as np
 import torch
 
 from stemob.inversion import InversionSettings, Inverter
-from stemob.priors.train import (
-    TABLETOP_TASKS,
-    perturbation_with_pool,
-    render_tabletop,
-    ssim,
-)
+from stemob.priors.images import TABLETOP_TASKS, perturbation_with_pool, render_tabletop
+from stemob.priors.metrics import ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from stemob.priors.config import PhaseConfig, PriorConfig
 from stemob.priors.procedural import procedural_batch
-from stemob.priors.train import PhaseConfig, PriorConfig, train
+from stemob.priors.train import train
 
 
 def test_procedural_images_are_deterministic_in_range_and_varied():
@@ -111,7 +112,7 @@ def test_fine_tuning_starts_from_a_folder_and_mixes_user_images(tmp_path):
 
 
 def test_render_pool_forces_the_texture_pool_and_mixes_into_batches(tmp_path):
-    from stemob.priors.train import cached_renders, perturbation_with_pool, training_batch
+    from stemob.priors.images import cached_renders, perturbation_with_pool, training_batch
 
     for pool in ("train", "eval"):
         cfg = perturbation_with_pool("configs/perturbation/all.yaml", pool)
@@ -142,7 +143,7 @@ EMBEDDED_EPS_MSE_CEILING = (
 
 @pytest.fixture(scope="module")
 def eval_frames():
-    from stemob.priors.train import render_tabletop
+    from stemob.priors.images import render_tabletop
 
     return render_tabletop(900_000, 2, 1, pool="eval", progress=False)
 
