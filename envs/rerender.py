@@ -35,7 +35,7 @@ def rerender(
     import h5py
 
     from stemob.data.episodes import Episode
-    from stemob.data.robomimic import demo_sort_key, write_robomimic
+    from stemob.data.robomimic import demo_sort_key, stemob_attrs, write_robomimic
 
     src = Path(src)
     if not src.is_file():
@@ -59,7 +59,7 @@ def rerender(
         def generate() -> Iterator[Episode]:
             for name in names:
                 g = h5["data"][name]
-                attrs = json.loads(g.attrs.get("stemob_attrs", "{}"))
+                attrs = stemob_attrs(g)
                 attrs.pop("episode_name", None)
                 env.reset(seed=int(attrs.get("seed", 0)))
                 obs_seq: dict[str, list] = {}

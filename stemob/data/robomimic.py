@@ -164,9 +164,7 @@ class RobomimicReader(ReaderBase):
         extras = {}
         if "extras" in group:
             extras = {k: self._read(name, group, f"extras/{k}") for k in group["extras"]}
-        attrs: dict[str, Any] = {}
-        if "stemob_attrs" in group.attrs:
-            attrs = json.loads(group.attrs["stemob_attrs"])
+        attrs = stemob_attrs(group)
         if "model_file" in group.attrs:
             attrs["model_file"] = str(group.attrs["model_file"])
         episode = Episode(
@@ -233,6 +231,11 @@ def write_robomimic(
         path.unlink()
         raise StemobError(f"no episodes to write to {path}")
     return path
+
+
+def stemob_attrs(group: Any) -> dict[str, Any]:
+    """The JSON metadata stemob keeps on a ``data/demo_i`` group (``{}`` when it has none)."""
+    return json.loads(group.attrs.get("stemob_attrs", "{}"))
 
 
 def _write_demo(group: Any, episode: Episode, next_obs: bool, compression: str | None) -> None:

@@ -73,16 +73,16 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
 def _check_steps_after_success(path: Path, wanted: int) -> None:
     """A recorded tabletop file must match ``task.demos.steps_after_success`` (files recorded
     before the option existed count as 0)."""
-    import json
-
     import h5py
+
+    from stemob.data.robomimic import stemob_attrs
 
     try:
         with h5py.File(path, "r") as f:
             demos = sorted(f.get("data", {}).keys())
             if not demos:
                 return
-            attrs = json.loads(f["data"][demos[0]].attrs.get("stemob_attrs", "{}"))
+            attrs = stemob_attrs(f["data"][demos[0]])
     except (OSError, ValueError):
         return  # an unreadable file is reported by the dataset reader, with its own message
     recorded = int(attrs.get("steps_after_success", 0))
