@@ -469,7 +469,7 @@ def _target_lines(summary: dict) -> list[str]:
             f"- {task}: Stem-OB Gen {_pct(stem['gen_mean'])} vs org {_pct(base['org']['gen_mean'])} "
             f"({100 * gain_org:+.1f} pts), vs best baseline `{best}` "
             f"{_pct(base[best]['gen_mean'])} ({100 * gain_best:+.1f} pts); Train "
-            f"{_pct(stem['train'])} vs org {_pct(base['org']['train'])}; baselines so far: "
+            f"{_pct(stem['train'])} vs org {_pct(base['org']['train'])}; baselines: "
             f"{', '.join(sorted(base))}. Target (+20 pts over org and every baseline, Train within "
             f"5 pts): **{'met' if met else 'not met'}**."
         )
