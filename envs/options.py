@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from stemob.errors import StemobError
 
@@ -22,3 +23,18 @@ def check_choice(option: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise StemobError(f"unknown {option} {value!r}: expected one of {tuple(choices)}")
     return value
+
+
+def max_episode_steps(env: Any) -> int | None:
+    """The env's steps per episode, or None: ``unwrapped.task.max_episode_steps`` (tabletop),
+    ``unwrapped.max_episode_steps`` (robosuite, RLBench backends, subprocess envs) or
+    ``spec.max_episode_steps`` (gymnasium registrations)."""
+    unwrapped = getattr(env, "unwrapped", env)
+    for value in (
+        getattr(getattr(unwrapped, "task", None), "max_episode_steps", None),
+        getattr(unwrapped, "max_episode_steps", None),
+        getattr(getattr(env, "spec", None), "max_episode_steps", None),
+    ):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

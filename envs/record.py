@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,14 @@ def make_env_from_args(env_args: dict[str, Any], **overrides: Any) -> Any:
         f"env_args type {env_type!r}: expected {ENV_TYPE!r} (tabletop), {ROBOSUITE_TYPE} "
         f"(robosuite, robomimic's EnvType.ROBOSUITE_TYPE) or {RLBENCH_TYPE!r} (RLBench)"
     )
+
+
+def needs_own_process(env_args: Mapping[str, Any]) -> bool:
+    """Whether the backend of ``env_args`` allows one simulator per process, so that every
+    env must run in its own (RLBench: PyRep's single CoppeliaSim instance, envs/subprocess_env.py)."""
+    from envs.rlbench.env import ENV_TYPE as RLBENCH_TYPE
+
+    return isinstance(env_args, Mapping) and env_args.get("type") == RLBENCH_TYPE
 
 
 def _extras(env: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -135,8 +135,8 @@ def test_reads_numpy1_style_and_upstream_pickles(tmp_path, monkeypatch):
             "variation_index": 0,
             "forked_extra": "tolerated",
         }
-        if step:
-            misc["executed_demo_joint_position_action"] = np.full(8, step, np.float64)
+        if step:  # RLBench 7c3f425's key: 7 joint targets, no gripper (scene.py:548-551)
+            misc["executed_demo_joint_position_action"] = np.full(7, step, np.float64)
         fields = dict(
             joint_positions=rng.normal(size=7),
             gripper_open=1.0,
@@ -161,8 +161,11 @@ def test_reads_numpy1_style_and_upstream_pickles(tmp_path, monkeypatch):
         episode = RLBenchReader(tmp_path).read(0)
         monkeypatch.setitem(sys.modules, "rlbench.demo", demo_mod)
         assert len(episode) == 4 and episode.obs["front_rgb"][2, 0, 0, 0] == 2
-        np.testing.assert_allclose(episode.actions[0], np.full(8, 1.0))
-        np.testing.assert_allclose(episode.actions[2], np.full(8, 3.0))
+        np.testing.assert_allclose(episode.actions[0], [*np.full(7, 1.0), 1.0])  # + gripper_open
+        np.testing.assert_allclose(episode.actions[2], [*np.full(7, 3.0), 1.0])
+        assert episode.attrs["action_source"] == (
+            "recorded executed_demo_joint_position_action (7 joints) + next gripper_open"
+        )
         np.testing.assert_allclose(episode.extras["front_camera_near"], 0.1)
         np.testing.assert_allclose(
             episode.obs["joint_positions"], [o.joint_positions for o in observations], rtol=1e-6
@@ -177,3 +180,172 @@ def test_rlbench_missing_frame_and_field(tmp_path):
         RLBenchReader(root).read(0)
     with pytest.raises(StemobError, match=r"episode0.*'joint_velocities' is missing"):
         RLBenchReader(root, cameras=["front"], extra_obs=["joint_velocities"]).read(0)
+
+
+# ------------------------------------------------------------------ both RLBench action layouts
+
+
+@pytest.fixture
+def real_classes(monkeypatch):
+    """``rlbench.demo.Demo`` and ``rlbench.backend.observation.Observation`` as pickled by RLBench
+    (module names as in the real package; attributes as set by rlbench/backend/scene.py)."""
+    demo_mod = types.ModuleType("rlbench.demo")
+    obs_mod = types.ModuleType("rlbench.backend.observation")
+
+    class Demo:
+        def __init__(self, observations, random_seed=None, num_reset_attempts=None):
+            self._observations = observations
+            self.random_seed = random_seed
+            self.num_reset_attempts = num_reset_attempts
+
+    class Observation:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    Demo.__module__, Demo.__qualname__ = "rlbench.demo", "Demo"
+    Observation.__module__, Observation.__qualname__ = "rlbench.backend.observation", "Observation"
+    demo_mod.Demo, obs_mod.Observation = Demo, Observation
+    for name, module in (
+        ("rlbench", types.ModuleType("rlbench")),
+        ("rlbench.backend", types.ModuleType("rlbench.backend")),
+        ("rlbench.demo", demo_mod),
+        ("rlbench.backend.observation", obs_mod),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    return Demo, Observation
+
+
+def write_real_episode(folder, classes, misc_of_step, length=5, seed=0):
+    """One episode as RLBench writes it; ``misc_of_step(step, joints, gripper)`` adds the action
+    key the commit under test records."""
+    Demo, Observation = classes
+    rng = np.random.default_rng(seed)
+    joints = rng.normal(size=(length, 7))
+    gripper = np.array([1.0, 1.0, 0.0, 0.0, 0.0][:length] + [0.0] * max(0, length - 5))
+    observations = []
+    for step in range(length):
+        misc = {"variation_index": 0, **misc_of_step(step, joints, gripper)}
+        observations.append(
+            Observation(
+                joint_positions=joints[step], gripper_open=float(gripper[step]),
+                gripper_pose=rng.normal(size=7), misc=misc,
+            )
+        )  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "front_rgb").mkdir()
+    for step in range(length):
+        Image.new("RGB", (8, 8), (step, 0, 0)).save(folder / "front_rgb" / f"{step}.png")
+    demo = Demo(observations, np.random.RandomState(0).get_state(), 1)
+    (folder / "low_dim_obs.pkl").write_bytes(pickle.dumps(demo, protocol=2))
+    return joints, gripper
+
+
+def test_reads_the_8_dim_joint_position_action_of_rlbench_8fc31bfa(tmp_path, real_classes):
+    # scene.py:374 at 8fc31bfa: np.append(path qs, gripper_open) on every frame but frame 0
+    targets = np.random.default_rng(5).normal(size=(5, 7))
+
+    def misc(step, joints, gripper):
+        if step == 0:
+            return {}
+        return {"joint_position_action": np.append(targets[step], gripper[step])}
+
+    folder = tmp_path / "t" / "variation0" / "episodes" / "episode0"
+    joints, gripper = write_real_episode(folder, real_classes, misc)
+    episode = RLBenchReader(tmp_path).read(0)
+    np.testing.assert_allclose(episode.actions[:4, :7], targets[1:], rtol=1e-6)  # not joints
+    np.testing.assert_allclose(episode.actions[:4, 7], gripper[1:])
+    assert not np.allclose(episode.actions[:4, :7], joints[1:])
+    assert episode.attrs["action_source"] == "recorded joint_position_action (7 joints + gripper)"
+    recorded = RLBenchReader(tmp_path, actions="recorded").read(0)
+    np.testing.assert_array_equal(recorded.actions, episode.actions)
+    observed = RLBenchReader(tmp_path, actions="observed").read(0)
+    np.testing.assert_allclose(observed.actions[:4, :7], joints[1:], rtol=1e-6)
+    assert "observed" in observed.attrs["action_source"]
+    assert RLBenchReader(tmp_path).info()["action_source (episode 0)"].startswith("recorded")
+
+
+def test_reads_the_7_dim_executed_action_of_rlbench_7c3f425_and_says_what_it_filled(
+    tmp_path, real_classes
+):
+    # scene.py:366-371,548-551 at 7c3f425: 7 joint targets, only after path steps (frame 3 here
+    # stands for a gripper-actuation frame, which has none)
+    targets = np.random.default_rng(6).normal(size=(5, 7))
+
+    def misc(step, joints, gripper):
+        return {} if step in (0, 3) else {"executed_demo_joint_position_action": targets[step]}
+
+    folder = tmp_path / "t" / "variation0" / "episodes" / "episode0"
+    joints, gripper = write_real_episode(folder, real_classes, misc)
+    episode = RLBenchReader(tmp_path).read(0)
+    for step in (0, 1, 3):  # action t comes from frame t + 1
+        np.testing.assert_allclose(episode.actions[step, :7], targets[step + 1], rtol=1e-6)
+    np.testing.assert_allclose(episode.actions[2, :7], joints[3], rtol=1e-6)  # filled
+    np.testing.assert_allclose(episode.actions[:, 7], [*gripper[1:], gripper[-1]])
+    assert episode.attrs["action_source"] == (
+        "recorded executed_demo_joint_position_action (7 joints) + next gripper_open; "
+        "1 of 4 steps from the next observed joints"
+    )
+    with pytest.raises(StemobError, match=r"episode0.*actions='recorded'.*steps \[2\].*7c3f425"):
+        RLBenchReader(tmp_path, actions="recorded").read(0)
+
+
+def test_a_recorded_action_of_the_wrong_size_or_none_at_all_is_an_error(tmp_path, real_classes):
+    bad = tmp_path / "bad"
+    write_real_episode(
+        bad / "t" / "variation0" / "episodes" / "episode0", real_classes,
+        lambda step, j, g: {"executed_demo_joint_position_action": np.zeros(8)} if step else {},
+    )  # fmt: skip
+    with pytest.raises(
+        StemobError, match=r"'executed_demo_joint_position_action' at frame 1 has 8"
+    ):
+        RLBenchReader(bad).read(0)
+    none = tmp_path / "none"
+    write_real_episode(
+        none / "t" / "variation0" / "episodes" / "episode0", real_classes, lambda *a: {}
+    )
+    assert "no recorded joint targets" in RLBenchReader(none).read(0).attrs["action_source"]
+    with pytest.raises(StemobError, match="no frame has 'joint_position_action' or"):
+        RLBenchReader(none, actions="recorded").read(0)
+    with pytest.raises(StemobError, match="actions must be one of"):
+        RLBenchReader(none, actions="guess")
+
+
+def test_reads_colosseums_per_episode_variation_layout(tmp_path, real_classes):
+    # colosseum/tools/dataset_generator.py:158-233 (098a910): settings 13 and 15 write
+    # <task>_<i>/episodes/episode<N>/ with per-episode variation files
+    for n, variation in enumerate((2, 0)):
+        folder = tmp_path / "open_drawer_13" / "episodes" / f"episode{n}"
+        write_real_episode(folder, real_classes, lambda *a: {}, seed=n)
+        (folder / "variation_descriptions.pkl").write_bytes(
+            pickle.dumps([f"open the drawer {variation}"], protocol=2)
+        )
+        (folder / "variation_number.pkl").write_bytes(pickle.dumps(variation, protocol=2))
+    (tmp_path / "open_drawer_13" / "episodes" / "save_state.pkl").write_bytes(b"not an episode")
+    reader = RLBenchReader(tmp_path)
+    assert reader.names == ["open_drawer_13/episode0", "open_drawer_13/episode1"]
+    first = reader.read(0)
+    assert first.attrs["language"] == ["open the drawer 2"]
+    assert first.attrs["variation_index"] == 0  # misc wins over variation_number.pkl
+
+
+def test_written_episodes_have_what_rlbench_get_stored_demos_checks(tmp_path):
+    # rlbench/utils.py:94-100 (7c3f425 and 8fc31bfa): rgb and depth of all 5 cameras, one PNG per
+    # frame, else 'Broken dataset assumption'
+    from stemob.data.rlbench import RLBENCH_CAMERAS, depth_to_png, png_to_depth
+
+    episodes = rlbench_episodes(1, 4)
+    depth = np.random.default_rng(2).uniform(0, 1, (4, 12, 16))
+    episodes[0].obs["front_depth"] = depth.astype(np.float32)
+    root = write_rlbench(tmp_path, episodes, task="open_drawer")
+    folder = root / "open_drawer" / "variation0" / "episodes" / "episode0"
+    for camera in RLBENCH_CAMERAS:
+        for kind in ("rgb", "depth"):
+            assert len(os.listdir(folder / f"{camera}_{kind}")) == 4, (camera, kind)
+    with Image.open(folder / "front_depth" / "2.png") as image:
+        np.testing.assert_allclose(png_to_depth(np.asarray(image)), depth[2], atol=1e-6)
+    np.testing.assert_array_equal(depth_to_png(np.array([[1.0]]))[0, 0], [255, 255, 255])
+    demo = safe_load(folder / "low_dim_obs.pkl")
+    assert demo.num_reset_attempts is None and demo.random_seed is None  # not from RLBench
+    back = RLBenchReader(root).read(0)
+    assert back.image_keys == ["front_rgb", "wrist_rgb"]  # the black placeholders stay out
+    assert back.attrs["action_source"] == "recorded joint_position_action (7 joints + gripper)"

@@ -18,7 +18,7 @@ from envs.rlbench import (
     camera_params_opencv,
     resolve_colosseum_config,
 )
-from envs.rlbench.testing import fake_rlbench
+from envs.rlbench.testing import MAX_JOINT_STEP, fake_rlbench
 from stemob.data.rlbench import RLBenchObservation, dump_demo
 from stemob.errors import StemobError
 
@@ -78,16 +78,27 @@ def test_joint_actions_gripper_success_and_truncation():
         assert obs["gripper_open"][0] == 0.0 and r == 0.0 and not term and not trunc
         a[7], a[0] = 0.8, 0.5
         obs, r, term, trunc, info = env.step(a)
-        assert obs["gripper_open"][0] == 1.0 and obs["joint_positions"][0] == pytest.approx(0.5)
+        # JointPosition sets the target and steps once (arm_action_modes.py:97-134): the joint
+        # moves one physics step's worth toward it, not to it
+        assert obs["gripper_open"][0] == 1.0
+        assert obs["joint_positions"][0] == pytest.approx(MAX_JOINT_STEP)
         a[0] = 0.6
         *_, term, trunc, info = env.step(a)
         assert trunc and not term  # the third step hits max_episode_steps
+        env.close()
+        env = RLBenchEnv("open_drawer", cameras=("front",), image_size=16, max_episode_steps=50)
         env.reset(seed=0)
-        a[0] = 1.2  # the fake task succeeds past 1.0 rad on joint 0
-        _, r, term, trunc, info = env.step(a)
-        assert info["is_success"] is True and r == 1.0 and term
+        a[0] = 1.2  # the fake task succeeds past 1.0 rad on joint 0: 11 steps of 0.1 rad
+        steps = 0
+        while True:
+            _, r, term, trunc, info = env.step(a)
+            steps += 1
+            if term or trunc:
+                break
+        assert info["is_success"] is True and r == 1.0 and term and steps == 11
         with pytest.raises(StemobError, match="shape"):
             env.step(np.zeros(7))
+        env.close()
 
 
 def test_end_effector_mode_normalises_and_survives_invalid_actions():
@@ -209,6 +220,7 @@ def test_colosseum_receives_the_resolved_config_and_perturbs():
     with fake_rlbench(colosseum=True) as fake:
         plain = RLBenchEnv("open_drawer", cameras=("front",), image_size=16, colosseum=False)
         base = plain.reset(seed=0)[0]["front_image"]
+        plain.close()  # PyRep: one simulator per process
         env = RLBenchEnv("open_drawer", cameras=("front",), image_size=16, perturbation=cfg)
         assert env.use_colosseum and fake.launched[-1].path_task_ttms == "<fake ttms>"
         given = fake.launched[-1].env_config
@@ -218,7 +230,7 @@ def test_colosseum_receives_the_resolved_config_and_perturbs():
         np.testing.assert_array_equal(base[..., 0], perturbed[..., 0])  # same placement
         assert env.env_args["env_kwargs"]["perturbation"]["env"]["task_name"] == "open_drawer"
         env.close()
-        assert fake.shutdowns == 1
+        assert fake.shutdowns == 2
         with pytest.raises(StemobError, match="need Colosseum"):
             RLBenchEnv("open_drawer", perturbation=cfg, colosseum=False)
         with pytest.raises(StemobError, match="role table"):
@@ -250,6 +262,7 @@ def test_env_args_round_trip_through_the_record_dispatcher():
         env = RLBenchEnv("move_hanger", cameras=("front", "wrist"), image_size=20, variation=1)
         args = env.env_args
         assert args["type"] == "stemob_rlbench" and args["env_name"] == "rlbench/move_hanger"
+        env.close()
         again = make_env_from_args(args, image_size=32)
         assert isinstance(again, RLBenchEnv)
         assert again.env_kwargs == {**env.env_kwargs, "image_size": 32}
@@ -273,3 +286,117 @@ def test_camera_matrices_match_pyrep_projection():
         cam = cv["extrinsics"] @ point
         ours = cv["intrinsics"] @ cam[:3]
         np.testing.assert_allclose(ours[:2] / ours[2], ref[:2] / ref[2])
+
+
+# ---------------------------------------------------------------- conformance with the real commits
+
+
+def live_demo(env, min_attempts=1, variation=0):
+    """A live demo of the fake task whose placement took at least ``min_attempts`` draws."""
+    for seed in range(200):
+        np.random.seed(seed)
+        env.task_env.set_variation(variation)
+        demo = env.task_env.get_demos(1, live_demos=True)[0]
+        if demo.num_reset_attempts >= min_attempts:
+            return demo
+    raise AssertionError("no such demo")
+
+
+@pytest.mark.parametrize("commit", ["8fc31bfa", "7c3f425"])
+def test_reset_to_demo_replays_the_placement_as_each_rlbench_commit_does(commit):
+    with fake_rlbench(colosseum=False, rlbench_commit=commit):
+        env = RLBenchEnv("open_drawer", cameras=("front",), image_size=16)
+        demo = live_demo(env, min_attempts=2, variation=1)  # earlier placements failed validation
+        recorded = demo[0].front_rgb
+        env.reset(seed=7)
+        obs, info = env.reset_to_demo(demo)
+        assert info["variation"] == 1
+        replayed = np.array_equal(obs["front_image"], recorded)
+        # 8fc31bfa re-samples num_reset_attempts times (c7c50edb); 7c3f425 stops at the first
+        # placement in demo mode (scene.py:114-148) and lands elsewhere
+        assert replayed == (commit == "8fc31bfa")
+        env.close()
+
+
+def test_reset_to_demo_restores_the_variation_colosseums_task_env_forgets():
+    with fake_rlbench(colosseum=True, colosseum_commit="098a910"):
+        env = RLBenchEnv("open_drawer", cameras=("front",), image_size=16, colosseum=True)
+        demo = live_demo(env, variation=2)
+        env.reset(seed=0)  # variation 0
+        # the real TaskEnvironmentExt.reset_to_demo is restore_state(); reset() (098a910,
+        # extensions/task_environment.py:83-85): the variation stays 0
+        assert env.task_env.reset_to_demo(demo)[1].misc["variation_index"] == 0
+        obs, info = env.reset_to_demo(demo)
+        assert info["variation"] == 2
+        np.testing.assert_array_equal(obs["front_image"], demo[0].front_rgb)
+        env.close()
+
+
+@pytest.mark.parametrize(
+    "commit, source",
+    [
+        ("8fc31bfa", "recorded joint_position_action (7 joints + gripper)"),
+        ("7c3f425", "recorded executed_demo_joint_position_action (7 joints) + next gripper_open; "
+                    "1 of 12 steps from the next observed joints"),
+    ],
+)  # fmt: skip
+def test_live_demo_files_load_with_their_recorded_actions(tmp_path, commit, source):
+    """Files as RLBench's dataset generator writes them (pickle.dump of the Demo with the images
+    set to None, PNGs beside it) from each commit's recorder; read without rlbench."""
+    import pickle
+
+    from PIL import Image
+
+    from stemob.data.rlbench import RLBenchReader
+
+    folder = tmp_path / "open_drawer" / "variation0" / "episodes" / "episode0"
+    (folder / "front_rgb").mkdir(parents=True)
+    with fake_rlbench(colosseum=False, rlbench_commit=commit):
+        env = RLBenchEnv("open_drawer", cameras=("front",), image_size=16)
+        demo = live_demo(env)
+        env.close()
+        for i, o in enumerate(demo._observations):
+            Image.fromarray(o.front_rgb).save(folder / "front_rgb" / f"{i}.png")
+            for cam in ("left_shoulder", "right_shoulder", "overhead", "wrist", "front"):
+                setattr(o, f"{cam}_rgb", None)
+        (folder / "low_dim_obs.pkl").write_bytes(pickle.dumps(demo))
+    episode = RLBenchReader(tmp_path).read(0)  # the fake is gone: no rlbench module now
+    assert episode.attrs["action_source"] == source
+    observations = demo._observations
+    for t in range(len(observations) - 1):
+        misc = observations[t + 1].misc
+        if "joint_position_action" in misc:
+            np.testing.assert_allclose(episode.actions[t], misc["joint_position_action"])
+        elif "executed_demo_joint_position_action" in misc:
+            np.testing.assert_allclose(
+                episode.actions[t], [*misc["executed_demo_joint_position_action"],
+                                     observations[t + 1].gripper_open],
+            )  # fmt: skip
+    # the recorded targets lead the observed joints: they are not the next joint positions
+    assert not np.allclose(episode.actions[:-1, :7], episode.obs["joint_positions"][1:])
+    assert ("joint_poses" in episode.extras) == (commit == "8fc31bfa")
+
+
+def test_colosseum_refuses_rlbench_head_and_the_adapter_names_the_pin():
+    with fake_rlbench(colosseum=True, rlbench_commit="02720bba") as fake:
+        from envs.rlbench.testing import EnvironmentExt, MoveArmThenGripper
+
+        with pytest.raises(RuntimeError, match="Unexpected number of arguments"):
+            EnvironmentExt(MoveArmThenGripper(None, None))  # what Colosseum itself does
+        with pytest.raises(StemobError, match=r"(?s)has 15.*02720bba.*RLBench.git@8fc31bfa"):
+            RLBenchEnv("open_drawer", colosseum=True)
+        assert not fake.running
+    with fake_rlbench(colosseum=False, rlbench_commit="02720bba"):  # plain RLBench HEAD works
+        RLBenchEnv("open_drawer", cameras=("front",), image_size=16).close()
+
+
+def test_one_simulator_per_process():
+    with fake_rlbench(colosseum=False):
+        first = RLBenchEnv("open_drawer", cameras=("front",), image_size=16)
+        with pytest.raises(StemobError, match="one CoppeliaSim per process"):
+            RLBenchEnv("open_drawer", cameras=("front",), image_size=16)
+        first.close()
+        RLBenchEnv("open_drawer", cameras=("front",), image_size=16).close()
+        with pytest.raises(StemobError, match="variation"):  # a refused env frees the simulator
+            RLBenchEnv("open_drawer", variation=7)
+        RLBenchEnv("open_drawer", cameras=("front",), image_size=16).close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,11 @@ import numpy as np
 from envs.options import camera_names, check_choice
 from stemob.errors import StemobError
 
+RLBENCH_PIN = "8fc31bfa9120f4c4cdcd7aac53342b676141fe9d"
+"""The RLBench commit the backend is written for (envs/rlbench/README.md, "Install")."""
+COLOSSEUM_PIN = "098a910ae1d490524adb49b8d50735b00a1a62de"
+COLOSSEUM_ENVIRONMENT_ARGS = (12, 13)
+"""``Environment.__init__`` parameter counts (with ``self``) Colosseum's EnvironmentExt takes."""
 ENV_TYPE = "stemob_rlbench"
 """robomimic ``env_args['type']`` of this backend."""
 CAMERAS = ("front", "wrist", "left_shoulder", "right_shoulder", "overhead")
@@ -47,8 +53,12 @@ the RLBench backend needs CoppeliaSim 4.1, PyRep and RLBench (and Colosseum for 
        export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$COPPELIASIM_ROOT
        export QT_QPA_PLATFORM_PLUGIN_PATH=$COPPELIASIM_ROOT
   2. pip install git+https://github.com/stepjam/PyRep.git
-  3. pip install git+https://github.com/stepjam/RLBench.git@7c3f425f4a0b6b5ce001ba7246354eb3c70555be
-  4. (perturbations) pip install git+https://github.com/robot-colosseum/robot-colosseum.git
+  3. pip install gymnasium git+https://github.com/stepjam/RLBench.git@8fc31bfa9120f4c4cdcd7aac53342b676141fe9d
+     (8fc31bfa: the last commit Colosseum accepts, with 8-dim demo actions, joint_poses and
+     the reset_to_demo fix; its rlbench/__init__.py imports gymnasium, only a setup.py extra)
+  4. (perturbations) pip install hydra-core omegaconf
+       git+https://github.com/robot-colosseum/robot-colosseum.git@098a910ae1d490524adb49b8d50735b00a1a62de
+     (Colosseum's setup.cfg declares no dependencies; hydra-core is in its requirements.txt)
   Headless machines: run under `xvfb-run -a -s "-screen 0 1400x900x24" python ...`."""
 
 
@@ -100,6 +110,15 @@ def load_backend(colosseum: bool = False) -> Backend:
         name_to_task_class=_import("rlbench.utils").name_to_task_class,
     )
     if colosseum:
+        count = len(inspect.signature(backend.Environment.__init__).parameters)
+        if count not in COLOSSEUM_ENVIRONMENT_ARGS:
+            raise StemobError(
+                f"Colosseum's EnvironmentExt accepts an RLBench Environment.__init__ with 12 "
+                f"(PerAct's fork) or 13 parameters (colosseum/rlbench/extensions/environment.py:"
+                f"53-88 at 098a910), this RLBench has {count}: RLBench 02720bba (HEAD) added "
+                f"arm_max_velocity and arm_max_acceleration. Install the pin instead:\n"
+                f"  pip install git+https://github.com/stepjam/RLBench.git@{RLBENCH_PIN}"
+            )
         root = _import("colosseum")
         omegaconf = _import("omegaconf")
         backend.colosseum = _ColosseumNames(
@@ -261,7 +280,17 @@ class RLBenchEnv(gym.Env):
             arm = b.EndEffectorPoseViaPlanning(absolute_mode=True)
         return b.MoveArmThenGripper(arm_action_mode=arm, gripper_action_mode=b.Discrete())
 
+    _running = 0
+    """RLBenchEnvs launched and not closed in this process (PyRep allows one)."""
+
     def _launch(self) -> None:
+        if RLBenchEnv._running:
+            raise StemobError(
+                "an RLBench env is already running in this process, and PyRep drives one "
+                "CoppeliaSim per process (PyRep README.md:185-187): close it first, or run each "
+                "env in its own process (envs.subprocess_env.SubprocessEnv; eval.py does this for "
+                "RLBench)"
+            )
         b = self.backend
         kwargs = {
             "action_mode": self._action_mode(),
@@ -289,14 +318,18 @@ class RLBenchEnv(gym.Env):
                 ) from exc
             self.sim = b.Environment(**kwargs)
         self.sim.launch()
-        self.task_env = self.sim.get_task(task_class)
-        if self.variation >= 0:
+        RLBenchEnv._running += 1
+        try:
+            self.task_env = self.sim.get_task(task_class)
             count = self.task_env.variation_count()
             if self.variation >= count:
                 raise StemobError(
                     f"option variation: task {self.task_name!r} has {count} variations, "
                     f"got {self.variation}"
                 )
+        except BaseException:
+            self.close()  # a refused env must not keep the process's one simulator
+            raise
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
@@ -346,12 +379,41 @@ class RLBenchEnv(gym.Env):
         """Reset to the initial state of a recorded episode (e.g. a validation episode).
 
         ``demo`` is an ``episode<N>`` folder, its ``low_dim_obs.pkl`` (read with the restricted
-        unpickler of ``stemob.data.rlbench``) or a Demo object. RLBench restores numpy's RNG
-        state saved with the demo and replays the same object placement and variation.
+        unpickler of ``stemob.data.rlbench``) or a Demo object. The steps are RLBench's own
+        ``TaskEnvironment.reset_to_demo`` (``rlbench/task_environment.py:165-169``, every
+        commit): numpy's RNG state saved with the demo is restored, the demo's variation
+        (``misc['variation_index']`` of its first frame) is set and ``reset(demo)`` replays the
+        placement. They are done here rather than through the task environment's method
+        because Colosseum's ``TaskEnvironmentExt.reset_to_demo`` (098a910,
+        ``colosseum/rlbench/extensions/task_environment.py:83-85``) is only
+        ``restore_state(); reset()``: it keeps whatever variation was set and ignores the
+        demo's ``num_reset_attempts``. With RLBench 8fc31bfa (the pin) the placement is
+        replayed exactly; 7c3f425 stops at the first collision-free placement and can differ
+        from the demo's when its earlier placements failed validation (``scene.py:114-148``).
+        Colosseum's own factors are drawn from their own generators in episode order, so the
+        perturbation is not the demo's.
         """
         demo = self._as_demo(demo)
-        descriptions, obs = self.task_env.reset_to_demo(demo)
+        variation = self._demo_variation(demo)
+        demo.restore_state()
+        self.task_env.set_variation(variation)
+        descriptions, obs = self.task_env.reset(demo)
         return self._start(descriptions, obs)
+
+    def _demo_variation(self, demo: Any) -> int:
+        misc = getattr(demo._observations[0], "misc", None) or {}
+        if "variation_index" not in misc:
+            raise StemobError(
+                "demo: key 'variation_index' is missing from its first frame's misc: RLBench "
+                "writes it from 411105cb on; the demo's variation cannot be restored"
+            )
+        variation = int(misc["variation_index"])
+        count = self.task_env.variation_count()
+        if not 0 <= variation < count:
+            raise StemobError(
+                f"demo: variation_index {variation}, but task {self.task_name!r} has {count}"
+            )
+        return variation
 
     def _as_demo(self, demo: Any) -> Any:
         from stemob.data.rlbench import safe_load
@@ -419,8 +481,9 @@ class RLBenchEnv(gym.Env):
     def close(self) -> None:
         sim = getattr(self, "sim", None)
         if sim is not None:
-            sim.shutdown()
             self.sim = None
+            RLBenchEnv._running -= 1
+            sim.shutdown()
 
     # ---------------------------------------------------------------- observations
     def _convert(self, o: Any) -> dict[str, np.ndarray]:

@@ -31,6 +31,11 @@ class ACTConfig(PolicyConfig):
         kl_weight: weight of the KL term (10).
         backbone_lr: learning rate of the vision backbone (1e-5).
         temporal_ensemble_coeff: ``None`` turns temporal ensembling off (0.01).
+        grid_tokens: every cell of the backbone's feature map is an image token (the paper).
+        keypoint_tokens: spatial-softmax keypoints per camera added as image tokens, each the
+            projection of its expected (x, y) plus a learned embedding (0: none, the paper). A
+            keypoint locates a small object anywhere in the map, where a grid cell only says how
+            much of it is in that cell.
     """
 
     n_obs_steps: int = 1
@@ -64,6 +69,8 @@ class ACTConfig(PolicyConfig):
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     temporal_ensemble_coeff: float | None = 0.01
+    grid_tokens: bool = True
+    keypoint_tokens: int = 0
 
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
         *PolicyConfig.INFERENCE_FIELDS,
@@ -90,6 +97,11 @@ class ACTConfig(PolicyConfig):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise StemobError(f"dropout must be in [0, 1), got {self.dropout}")
+        _positive_int("keypoint_tokens", self.keypoint_tokens, minimum=0)
+        if not self.grid_tokens and not self.keypoint_tokens and self.image_keys + self.latent_keys:
+            raise StemobError(
+                "grid_tokens=false needs keypoint_tokens > 0: the images would give no tokens"
+            )
         _positive_float("kl_weight", self.kl_weight, allow_zero=True)
         _positive_float("backbone_lr", self.backbone_lr)
         if self.temporal_ensemble_coeff is not None:

@@ -15,6 +15,7 @@ from policies.act.transformer import Decoder, Encoder
 from policies.base import Policy
 from policies.encoders import (
     LATENT_BACKBONE,
+    SpatialSoftmax,
     make_backbone,
     micro_batched,
     sinusoidal_2d,
@@ -59,7 +60,17 @@ class ACTPolicy(Policy):
             }
         )
         feat_channels = {m.out_channels for m in [*self.backbones, *self.latent_backbones.values()]}
-        self.input_proj = nn.ModuleDict({str(c): nn.Conv2d(c, d, 1) for c in sorted(feat_channels)})
+        self.input_proj = nn.ModuleDict(
+            {str(c): nn.Conv2d(c, d, 1) for c in sorted(feat_channels) if cfg.grid_tokens}
+        )
+        n_maps = len(cfg.image_keys) + len(cfg.latent_keys)
+        self.keypoint_net = nn.ModuleDict()
+        if cfg.keypoint_tokens:
+            self.keypoint_net = nn.ModuleDict(
+                {str(c): SpatialSoftmax(c, cfg.keypoint_tokens) for c in sorted(feat_channels)}
+            )
+            self.keypoint_proj = nn.Linear(2, d)
+            self.keypoint_pos = nn.Embedding(n_maps * cfg.keypoint_tokens, d)
         self.has_state = cfg.state_dim > 0
         # CVAE encoder
         self.cls_embed = nn.Parameter(torch.zeros(1, 1, d))
@@ -91,35 +102,41 @@ class ACTPolicy(Policy):
 
     # ------------------------------------------------------------------ model
     def _image_tokens(self, images: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image tokens ``(B, N, d)`` and their 2D sine positions ``(1, N, d)``."""
+        """Image tokens ``(B, N, d)`` and their positions ``(1, N, d)``: the feature map's cells
+        with 2D sine positions and/or each map's keypoints with learned embeddings."""
         cfg = self.config
-        maps = []
+        features = []
         keys = cfg.image_keys
         if keys:
             if cfg.share_encoder:
                 b = images[keys[0]].shape[0]
                 stacked = torch.cat([images[k] for k in keys], 0)
-                maps += list(self._project(self.backbones[0], stacked).split(b, 0))
+                features += list(self._features(self.backbones[0], stacked).split(b, 0))
             else:
-                maps += [
-                    self._project(net, images[k])
+                features += [
+                    self._features(net, images[k])
                     for net, k in zip(self.backbones, keys, strict=True)
                 ]
-        maps += [
-            self._project(self.latent_backbones[k.replace(".", "_")], images[k])
+        features += [
+            self._features(self.latent_backbones[k.replace(".", "_")], images[k])
             for k in cfg.latent_keys
         ]
         tokens, pos = [], []
-        for fmap in maps:
-            _, _, h, w = fmap.shape
-            tokens.append(fmap.flatten(2).transpose(1, 2))
-            pos.append(sinusoidal_2d(h, w, cfg.hidden_dim, fmap.device))
+        if cfg.grid_tokens:
+            for fmap in features:
+                _, _, h, w = fmap.shape
+                tokens.append(self.input_proj[str(fmap.shape[1])](fmap).flatten(2).transpose(1, 2))
+                pos.append(sinusoidal_2d(h, w, cfg.hidden_dim, fmap.device))
+        if cfg.keypoint_tokens:
+            for fmap in features:
+                xy = self.keypoint_net[str(fmap.shape[1])](fmap).view(fmap.shape[0], -1, 2)
+                tokens.append(self.keypoint_proj(xy))
+            pos.append(self.keypoint_pos.weight)
         return torch.cat(tokens, 1), torch.cat(pos, 0)[None]
 
-    def _project(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Backbone feature map, 1x1-projected to ``hidden_dim`` (in CPU micro-batches)."""
-        proj = self.input_proj[str(backbone.out_channels)]
-        return micro_batched(lambda x: proj(backbone(x)), images, backbone)
+    def _features(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map (in CPU micro-batches)."""
+        return micro_batched(backbone, images, backbone)
 
     def _latent(
         self,

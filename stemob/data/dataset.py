@@ -247,10 +247,18 @@ class DemoDataset(torch.utils.data.Dataset):
             for key in self.image_keys:
                 h, w, c = self.image_shapes[key]
                 self.arrays[key] = np.empty((total, c, h, w), np.uint8)
+        sources: dict[str, int] = {}
         for index in range(len(self.lengths)):
             episode = first if index == 0 and not is_h5 else self._select_lowdim(index)
             self._fill(index, episode)
+            if "action_source" in episode.attrs:
+                source = str(episode.attrs["action_source"])
+                sources[source] = sources.get(source, 0) + 1
         del first
+        self.action_sources = sources
+        """``{where the actions came from: episodes}`` for readers that say (RLBench)."""
+        for source, count in sources.items():
+            print(f"{cfg.path}: actions of {count} episode(s): {source}")
 
     def _select_lowdim(self, index: int) -> Episode:
         episode = self.reader.read(index)

@@ -194,7 +194,7 @@ class ReaderBase:
                 "shape": list(first.actions.shape[1:]),
                 "dtype": str(first.actions.dtype),
             }
-        return {
+        out = {
             "format": self.format,
             "path": str(getattr(self, "path", "")),
             "episodes": len(self),
@@ -202,3 +202,6 @@ class ReaderBase:
             "keys": keys,
             "fps": self.fps,
         }
+        if first is not None and "action_source" in first.attrs:
+            out["action_source (episode 0)"] = first.attrs["action_source"]
+        return out

@@ -61,19 +61,15 @@ def policy_device(policy: Any) -> torch.device:
 
 
 def episode_limit(env: Any) -> int:
-    """The env's steps per episode: ``unwrapped.task.max_episode_steps`` (tabletop),
-    ``unwrapped.max_episode_steps`` (robosuite, RLBench backends) or ``spec.max_episode_steps``."""
-    unwrapped = getattr(env, "unwrapped", env)
-    for value in (
-        getattr(getattr(unwrapped, "task", None), "max_episode_steps", None),
-        getattr(unwrapped, "max_episode_steps", None),
-        getattr(getattr(env, "spec", None), "max_episode_steps", None),
-    ):
-        if isinstance(value, int) and value > 0:
-            return value
-    raise StemobError(
-        f"cannot tell the episode length of {type(unwrapped).__name__}: pass max_steps"
-    )
+    """The env's steps per episode (:func:`envs.options.max_episode_steps`); an error naming
+    ``max_steps`` when the env does not tell."""
+    from envs.options import max_episode_steps
+
+    steps = max_episode_steps(env)
+    if steps is None:
+        name = type(getattr(env, "unwrapped", env)).__name__
+        raise StemobError(f"cannot tell the episode length of {name}: pass max_steps")
+    return steps
 
 
 def _check_env(env: Any, policy: Any) -> None:
@@ -112,6 +108,7 @@ def evaluate(
     env_factory: EnvFactory | None = None,
     policy_kwargs: Mapping[str, Any] | None = None,
     blind: bool = False,
+    env_processes: bool | None = None,
 ) -> FactorResult:
     """Run ``episodes`` episodes of ``policy`` and return their outcomes.
 
@@ -131,6 +128,9 @@ def evaluate(
         env_factory: ``(env_args, perturbation) -> env`` (default: ``make_env_from_args``).
         policy_kwargs: extra keyword arguments of the policy's prediction calls.
         blind: feed the policy all-zero camera images (the check that a task needs vision).
+        env_processes: run each env in its own process (:class:`envs.subprocess_env.
+            SubprocessEnv`; the factory must then be picklable) and step them in parallel;
+            ``None``: only for backends that allow one simulator per process (RLBench).
 
     When ``policy.stemob`` is set, every camera image is inverted with exactly those settings,
     frame ids ``(seed, step, camera_key)`` (those of the dataset cache for ``demo_<seed>``).
@@ -161,10 +161,22 @@ def evaluate(
     else:
         inverter = None
     factory = env_factory or default_env_factory
+    if env_processes is None:
+        from envs.record import needs_own_process
+
+        env_processes = needs_own_process(env_args)
+
+    def build() -> Any:
+        if not env_processes:
+            return factory(env_args, perturbation)
+        from envs.subprocess_env import SubprocessEnv
+
+        return SubprocessEnv(factory, dict(env_args), perturbation)
+
     envs: list[Any] = []
     try:
         for _ in range(min(n_envs, episodes)):
-            envs.append(factory(env_args, perturbation))
+            envs.append(build())
         _check_env(envs[0], policy)
         if max_steps is None:
             max_steps = episode_limit(envs[0])
@@ -205,7 +217,7 @@ def evaluate(
                     record_video=video_dir is not None,
                     videos=videos,
                     video_key=video_key,
-                    rebuild=lambda: factory(env_args, perturbation),
+                    rebuild=build,
                     policy_kwargs=dict(policy_kwargs or {}),
                     blind=blind,
                 )
@@ -274,12 +286,14 @@ def _run_batch(
         if record_video and slot.record.index < videos and video_key is not None:
             slot.frames.append(np.asarray(obs[video_key]).copy())
 
-    for j, slot in enumerate(slots):
-        try:
-            obs, info = envs[j].reset(seed=slot.record.seed)
-            observe(j, obs, info)
-        except Exception as error:
-            fail(j, error, env_broken=True)
+    from envs.subprocess_env import parallel_calls
+
+    resets = [(j, "reset", (), {"seed": slot.record.seed}) for j, slot in enumerate(slots)]
+    for j, (ok, answer) in sorted(parallel_calls(envs, resets).items()):
+        if ok:
+            observe(j, *answer)
+        else:
+            fail(j, answer, env_broken=True)
 
     while True:
         active = [j for j, s in enumerate(slots) if not s.done]
@@ -311,18 +325,17 @@ def _run_batch(
                 fail(j, error, env_broken=False)
             return
         for k in range(actions.shape[1]):
-            for j in active:
+            stepping = [j for j in active if not slots[j].done]
+            calls = [(j, "step", (actions[j, k],), {}) for j in stepping]
+            for j, (ok, answer) in sorted(parallel_calls(envs, calls).items()):
                 slot = slots[j]
-                if slot.done:
+                if not ok:
+                    fail(j, answer, env_broken=True)
                     continue
-                try:
-                    obs, reward, terminated, truncated, info = envs[j].step(actions[j, k])
-                    slot.record.length += 1
-                    slot.record.reward += float(reward)
-                    observe(j, obs, info)
-                except Exception as error:
-                    fail(j, error, env_broken=True)
-                    continue
+                obs, reward, terminated, truncated, info = answer
+                slot.record.length += 1
+                slot.record.reward += float(reward)
+                observe(j, obs, info)
                 if terminated or truncated or slot.record.length >= max_steps:
                     slot.done = True
             if all(slots[j].done for j in active):
