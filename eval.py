@@ -17,7 +17,7 @@ import sys
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless the user chose a backend
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from stemob.errors import StemobError  # noqa: E402
 
@@ -28,8 +28,12 @@ def main(cfg: DictConfig) -> None:
 
     from stemob.evaluation.suite import evaluate_from_config
 
+    choice = HydraConfig.get().runtime.choices.get("perturbation")
+    if choice:  # by name: the file is read by stemob (Colosseum's `${env.seed}` is file-relative)
+        with open_dict(cfg):
+            cfg.perturbation = choice
     config = OmegaConf.to_container(cfg, resolve=True)
-    config["perturbation_name"] = HydraConfig.get().runtime.choices.get("perturbation")
+    config["perturbation_name"] = choice
     try:
         out = evaluate_from_config(config)
     except StemobError as error:

@@ -173,8 +173,13 @@ def _cfg(**entry) -> dict:
     "cfg, message",
     [
         (_cfg(variation="object_colour"), r"factors\[0\]\.variation.*unknown variation"),
-        (_cfg(seed=None), r"factors\[0\]\.seed: missing key"),
-        (_cfg(color_range=None), r"factors\[0\]\.color_range: missing key"),
+        (_cfg(seed=-1), r"factors\[0\]\.seed: expected a non-negative integer"),
+        (_cfg(color_names=["mauve"]), r"factors\[0\]\.color_names: unknown colour"),
+        (_cfg(color_same="yes"), r"color_same: expected true or false"),
+        (
+            _cfg(variation="object_size", color_range=None),
+            r"scale_range: missing key \(variation object_size needs scale_range or scale_list\)",
+        ),
         (_cfg(color_range=[[0.5, 0, 0], [0.4, 1, 1]]), r"color_range: low > high"),
         (
             _cfg(variation="object_size", color_range=None, scale_range=[1.2, 0.8]),
@@ -218,3 +223,155 @@ def test_bad_targets_and_files(tmp_path):
     bad.write_text(yaml.safe_dump(_cfg(variation="wind")))
     with pytest.raises(StemobError, match=f"{bad}.*variation"):
         TabletopEnv("lift_cube", perturbation=bad)
+
+
+# ------------------------------------------------------------------ Colosseum's real schema
+
+# Written here following colosseum/assets/configs/<task>.yaml at robot-colosseum 098a910 (the
+# keys, their nesting and the interpolations of its files; the values are ours).
+COLOSSEUM_TASK_YAML = """
+data:
+  save_path: /tmp/rlbench_data/
+  image_size: [128, 128]
+  renderer: opengl3
+  episodes_per_task: 5
+  images: {rgb: True, depth: True, mask: True, point_cloud: True}
+  cameras: {left_shoulder: True, right_shoulder: True, overhead: True, wrist: True, front: True}
+  depth_in_meters: False
+  masks_as_one_channel: True
+env:
+  task_name: "basketball_in_hoop"
+  seed: 42
+  scene:
+    factors:
+      - variation: object_color
+        name: manip_obj_color
+        enabled: False
+        targets: [ball]
+        seed: ${env.seed}
+      - variation: object_color
+        name: recv_obj_color
+        enabled: True
+        targets: [basket_ball_hoop_visual]
+        color_same: True
+        seed: ${env.seed}
+      - variation: object_texture
+        name: manip_obj_tex
+        enabled: False
+        targets: [ball]
+        mapping_mode: 2
+        uv_scale: [0.25, 0.25]
+        seed: ${env.seed}
+      - variation: object_size
+        name: recv_obj_size
+        enabled: False
+        targets: [basket_ball_hoop_respondable]
+        scale_range: [0.75, 1.15]
+        scale_same: True
+        seed: ${env.seed}
+      - variation: light_color
+        enabled: False
+        targets: [DefaultLightA, DefaultLightB, DefaultLightD]
+        color_range: [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]
+        seed: ${env.seed}
+      - variation: table_texture
+        enabled: False
+        seed: ${env.seed}
+      - variation: table_color
+        enabled: False
+        color_range: [[0.25, 0.25, 0.25], [1.0, 1.0, 1.0]]
+        seed: ${env.seed}
+      - variation: background_texture
+        enabled: False
+        seed: ${env.seed}
+      - variation: distractor_object
+        enabled: False
+        targets: [spawn_boundary0]
+        num_objects: 2
+        num_steps_wait: 3
+        shapes_to_handle: [ball]
+        seed: ${env.seed}
+      - variation: distractor_object
+        enabled: False
+        targets: [spawn_boundary1]
+        num_objects: 2
+        seed: "${eval: '${env.seed} + 1'}"
+      - variation: camera_pose
+        enabled: False
+        targets: [cam_front, cam_over_shoulder_left, cam_over_shoulder_right]
+        euler_range: [[-0.05, -0.05, -0.05], [0.05, 0.05, 0.05]]
+        position_range: [[-0.1, -0.1, -0.1], [0.1, 0.1, 0.1]]
+        seed: ${env.seed}
+      - variation: object_friction
+        enabled: False
+        targets: [ball]
+        friction_range: [0.75, 1.0]
+        friction_same: True
+      - variation: object_mass
+        enabled: False
+        targets: [ball]
+        mass_range: [0.1, 0.5]
+        seed: ${env.seed}
+"""
+
+
+def test_colosseum_task_files_load_with_their_meaning(tmp_path):
+    from envs.perturbations.config import COLOR_LIBRARY, load_config, sample_colors
+    from envs.rlbench import resolve_colosseum_config
+
+    path = tmp_path / "basketball_in_hoop.yaml"
+    path.write_text(COLOSSEUM_TASK_YAML)
+    cfg, factors = load_config(path)
+    assert len(factors) == 13 and sum(f.enabled for f in factors) == 1
+    seeds = [f.seed for f in factors]
+    assert seeds[9] == 43 and seeds[11] == 42 and set(seeds) == {42, 43}  # eval + env.seed
+    color = factors[1]
+    assert color.params["color_range"] is None and color.params["color_same"] is True
+    drawn = sample_colors(color, np.random.default_rng(0), 3)
+    assert all(tuple(c) in COLOR_LIBRARY.values() for c in drawn)  # the colour library
+    assert all(np.array_equal(c, drawn[0]) for c in drawn)  # color_same
+    per_target = factors[0]  # object_color defaults to one colour per target (object_color.py)
+    assert per_target.params["color_same"] is False and factors[4].params["color_same"] is True
+    assert factors[8].params["num_objects"] == [2, 2]
+    colosseum = resolve_colosseum_config(path, "basketball_in_hoop")
+    entries = colosseum["scene"]["factors"]
+    assert colosseum["seed"] == 42 and entries[9]["seed"] == 43 and entries[11]["seed"] == 42
+    assert entries[2]["mapping_mode"] == 2 and entries[8]["shapes_to_handle"] == ["ball"]
+    assert entries[1]["targets"] == ["basket_ball_hoop_visual"]  # Colosseum's own names pass
+
+
+def test_colosseum_keys_apply_in_the_tabletop_suite(tmp_path):
+    from envs.perturbations.config import COLOR_LIBRARY
+
+    cfg = {"env": {"seed": 7, "scene": {"factors": [
+        {"variation": "object_color", "targets": ["manipulated_object"],
+         "color_names": ["red", "blue"]},
+        {"variation": "table_color", "color_list": [[0.1, 0.2, 0.3]]},
+        {"variation": "camera_pose", "targets": ["front"], "euler_range": [[-0.1] * 3, [0.1] * 3]},
+    ]}}}  # fmt: skip
+    env = TabletopEnv("lift_cube", image_size=16, cameras=("front",), perturbation=cfg)
+    plain_pos = env.model.cam_pos[env.model.camera("front").id].copy()
+    seen = set()
+    for seed in range(6):
+        env.reset(seed=seed)
+        cube = tuple(np.round(env.model.geom_rgba[env.model.geom("cube").id, :3], 6))
+        seen.add(cube)
+        np.testing.assert_allclose(
+            env.model.geom_rgba[env.model.geom("table").id, :3], [0.1, 0.2, 0.3], rtol=1e-6
+        )
+        np.testing.assert_array_equal(env.model.cam_pos[env.model.camera("front").id], plain_pos)
+    assert seen == {COLOR_LIBRARY["red"], COLOR_LIBRARY["blue"]}
+    env.close()
+
+
+def test_only_arithmetic_is_evaluated(tmp_path):
+    from envs.perturbations.config import load_config
+
+    path = tmp_path / "evil.yaml"
+    path.write_text(
+        "env:\n  scene:\n    factors:\n      - variation: table_color\n"
+        "        color_range: [[0, 0, 0], [1, 1, 1]]\n"
+        '        seed: "${eval: \'__import__(\\"os\\").getpid()\'}"\n'
+    )
+    with pytest.raises(StemobError, match=r"evil.yaml: cannot resolve an interpolation"):
+        load_config(path)

@@ -13,7 +13,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from envs.perturbations.config import FactorConfig
+from envs.perturbations.config import FactorConfig, sample_colors, sample_values
 from envs.perturbations.textures import POOL_SIZE, make_texture
 from envs.tabletop.scene import CAMERAS, NUM_DISTRACTORS
 from stemob.errors import StemobError
@@ -183,7 +183,10 @@ def _place_distractors(env: Any, f: FactorConfig, rng: np.random.Generator) -> N
 
 def move_camera(m: Any, cid: Any, rng: np.random.Generator, params: dict[str, Any]) -> None:
     """``camera_pose``: shift camera ``cid`` and turn it by random Euler angles."""
-    m.cam_pos[cid] += rng.uniform(*params["position_range"])
+    if params.get("position_range") is not None:  # Colosseum applies a range only if given
+        m.cam_pos[cid] += rng.uniform(*params["position_range"])
+    if params.get("euler_range") is None:
+        return
     q = np.zeros(4)
     mujoco.mju_mulQuat(q, m.cam_quat[cid].copy(), _euler_quat(rng.uniform(*params["euler_range"])))
     m.cam_quat[cid] = q
@@ -205,21 +208,18 @@ def apply_factor(
     res = Resolver(env)
     var, p = f.variation, f.params
     if var in ("object_color", "table_color"):
-        rgb = rng.uniform(*p["color_range"])
-        for t in f.targets:
+        for t, rgb in zip(f.targets, sample_colors(f, rng, len(f.targets)), strict=True):
             _set_color(env, res.geoms(t, where), rgb)
     elif var in ("object_texture", "table_texture", "background_texture"):
         img = make_texture(p["texture_pool"], int(rng.integers(POOL_SIZE)))
         for t in f.targets:
             _set_texture(env, res.geoms(t, where), img, dirty)
     elif var == "object_size":
-        s = float(rng.uniform(*p["scale_range"]))
-        for t in f.targets:
+        for t, s in zip(f.targets, sample_values(f, rng, len(f.targets), "scale"), strict=True):
             _scale_tree(m, res, res.bodies(t, where, sizes=True), s)
             env.role_scale[t] = s
     elif var == "light_color":
-        rgb = rng.uniform(*p["color_range"])
-        for t in f.targets:
+        for t, rgb in zip(f.targets, sample_colors(f, rng, len(f.targets)), strict=True):
             if t == "lights":
                 m.light_diffuse[:] = rgb
             else:
@@ -231,12 +231,10 @@ def apply_factor(
         for t in f.targets:
             move_camera(m, res.cameras(t, where), rng, p)
     elif var == "object_friction":
-        mu = float(rng.uniform(*p["friction_range"]))
-        for t in f.targets:
+        for t, mu in zip(f.targets, sample_values(f, rng, len(f.targets), "friction"), strict=True):
             m.geom_friction[res.geoms(t, where), 0] = mu
     elif var == "object_mass":
-        mass = float(rng.uniform(*p["mass_range"]))
-        for t in f.targets:
+        for t, mass in zip(f.targets, sample_values(f, rng, len(f.targets), "mass"), strict=True):
             set_mass(m, res.subtree(res.bodies(t, where)), mass)
     elif var == "distractor_object":
         for t in f.targets:

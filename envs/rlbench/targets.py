@@ -225,6 +225,9 @@ def resolve_colosseum_config(source: Any, task: str, seed: int | None = None) ->
         entry = dict(entry)
         for key in STEMOB_ONLY_KEYS:
             entry.pop(key, None)
+        # deterministic draws: a factor without a seed takes env.seed (Colosseum would use
+        # default_rng(None), fresh entropy: variations/variation.py:46-50 at 098a910)
+        entry["seed"] = parsed.seed
         var = parsed.variation
         if var in _SCENE_WIDE:
             role = _SCENE_WIDE[var]

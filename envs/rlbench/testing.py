@@ -549,6 +549,7 @@ class _FakeState:
 
 
 _STATE = _FakeState()
+_INSTALLED: list[Any] = []
 
 
 def _module(name: str, **attrs: Any) -> types.ModuleType:
@@ -630,9 +631,9 @@ def fake_rlbench(
         yield _STATE
     finally:
         _STATE = previous
-        from envs.rlbench.env import RLBenchEnv
-
-        RLBenchEnv._running = 0  # the block's simulators end with it, as with a process's
+        adapter = sys.modules.get("envs.rlbench.env")
+        if adapter is not None:  # the block's simulators end with it, as with a process's
+            adapter.RLBenchEnv._running = 0
         for name, mod in saved.items():
             if mod is None:
                 sys.modules.pop(name, None)
@@ -648,6 +649,7 @@ def fake_env_factory(env_args: dict[str, Any], perturbation: Any = None) -> Any:
     colosseum = perturbation is not None or bool(env_args.get("env_kwargs", {}).get("colosseum"))
     fake = fake_rlbench(colosseum=colosseum)
     fake.__enter__()  # stays installed: the child process exists for this env only
+    _INSTALLED.append(fake)  # (a collected generator would run its exit and uninstall it)
     overrides = {} if perturbation is None else {"perturbation": perturbation}
     return make_env_from_args(dict(env_args), **overrides)
 

@@ -17,7 +17,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from envs.perturbations.config import FactorConfig, load_config
+from envs.perturbations.config import FactorConfig, load_config, sample_colors, sample_values
 from envs.perturbations.factors import move_camera, set_mass
 from envs.perturbations.textures import POOL_SIZE, make_texture
 from envs.robosuite.types import (
@@ -240,8 +240,7 @@ class RobosuitePerturbations:
         m = res.model
         var, p = f.variation, f.params
         if var in ("object_color", "table_color"):
-            rgb = rng.uniform(*p["color_range"])
-            for t in f.targets:
+            for t, rgb in zip(f.targets, sample_colors(f, rng, len(f.targets)), strict=True):
                 geoms = res.geoms(t, where)
                 m.geom_rgba[geoms, :3] = rgb
                 for mat in self._materials(m, geoms):
@@ -257,19 +256,18 @@ class RobosuitePerturbations:
                 for mat in self._materials(m, geoms):
                     m.mat_rgba[mat, :3] = 1.0
         elif var == "light_color":
-            rgb = rng.uniform(*p["color_range"])
-            for t in f.targets:
+            for t, rgb in zip(f.targets, sample_colors(f, rng, len(f.targets)), strict=True):
                 m.light_diffuse[res.lights(t, where)] = rgb
         elif var == "camera_pose":
             for t in f.targets:
                 move_camera(m, res.camera(t, where), rng, p)
         elif var == "object_friction":
-            mu = float(rng.uniform(*p["friction_range"]))
-            for t in f.targets:
+            mus = sample_values(f, rng, len(f.targets), "friction")
+            for t, mu in zip(f.targets, mus, strict=True):
                 m.geom_friction[res.geoms(t, where), 0] = mu
         elif var == "object_mass":
-            mass = float(rng.uniform(*p["mass_range"]))
-            for t in f.targets:
+            masses = sample_values(f, rng, len(f.targets), "mass")
+            for t, mass in zip(f.targets, masses, strict=True):
                 set_mass(m, res.subtree(res.bodies(t, where)), mass)
         else:  # pragma: no cover - refused in __init__
             raise StemobError(f"{where}: unsupported variation {var!r}")

@@ -148,13 +148,10 @@ class TabletopEnv(gym.Env):
     def step(
         self, action: np.ndarray
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        a = np.clip(
-            np.asarray(action, dtype=np.float64).reshape(-1),
-            self.action_space.low,
-            self.action_space.high,
-        )
-        if a.shape != self.action_space.shape:
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != self.action_space.shape:  # before clipping, whose broadcast would hide it
             raise StemobError(f"action must have shape {self.action_space.shape}, got {a.shape}")
+        a = np.clip(a, self.action_space.low, self.action_space.high)
         if self.action_mode == "ee_delta":
             q = self.controller.apply_delta(self.data, a[:3], a[3:6])
         else:

@@ -13,6 +13,7 @@ from stemob.errors import StemobError
 from stemob.evaluation.report import TRAIN_FACTOR, write_text_atomic
 from stemob.evaluation.results import FactorResult
 from stemob.evaluation.rollout import evaluate, policy_device
+from stemob.evaluation.sharding import is_main, merge
 
 
 def load_benchmark(
@@ -71,6 +72,10 @@ def run_benchmark(
     same initial states. ``on_result(name, result)`` is called after each factor (e.g. to log
     to wandb or write partial reports). Other keyword arguments go to :func:`evaluate`.
 
+    With ``shard=(rank, world)`` (from :func:`stemob.evaluation.sharding.current_shard`), each
+    rank runs its share of every factor and the ranks' records are merged after each factor
+    (every rank must call this with the same factors); only the main rank saves them.
+
     With ``resume_dir``, each finished factor is saved there (``<factor>.json``) and a later call
     with the same ``resume_key`` (e.g. the checkpoint's fingerprint), factor file and episode
     count reuses it instead of evaluating it again: a killed benchmark resumes factor by factor.
@@ -91,7 +96,9 @@ def run_benchmark(
 
         device = evaluate_kwargs.get("inversion_device") or str(policy_device(policy))
         evaluate_kwargs["inverter"] = make_inverter(policy.stemob, None, device)  # one model
+    shard = evaluate_kwargs.get("shard")
     results: dict[str, FactorResult] = {}
+    progress = progress and is_main(shard)
     bar = tqdm(list(factors.items()), desc="benchmark", unit="factor", disable=not progress)
     for name, perturbation in bar:
         bar.set_postfix(factor=name)
@@ -111,7 +118,9 @@ def run_benchmark(
                 video_dir=Path(video_dir) / name if video_dir is not None else None,
                 **evaluate_kwargs,
             )
-            if saved is not None:
+            if shard is not None and shard[1] > 1:
+                result = merge(result)  # every rank gets the whole factor
+            if saved is not None and is_main(shard):
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 payload = {"key": key, "result": result.to_dict()}
                 write_text_atomic(saved, json.dumps(payload, default=str))

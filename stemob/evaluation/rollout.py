@@ -109,6 +109,7 @@ def evaluate(
     policy_kwargs: Mapping[str, Any] | None = None,
     blind: bool = False,
     env_processes: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> FactorResult:
     """Run ``episodes`` episodes of ``policy`` and return their outcomes.
 
@@ -131,6 +132,9 @@ def evaluate(
         env_processes: run each env in its own process (:class:`envs.subprocess_env.
             SubprocessEnv`; the factory must then be picklable) and step them in parallel;
             ``None``: only for backends that allow one simulator per process (RLBench).
+        shard: ``(rank, world)``: run only the lockstep batches ``b`` with ``b % world == rank``
+            (the batches and their seeds are those of the whole run, so the ranks' records
+            together are exactly a single process's; :func:`run_benchmark` merges them).
 
     When ``policy.stemob`` is set, every camera image is inverted with exactly those settings,
     frame ids ``(seed, step, camera_key)`` (those of the dataset cache for ``demo_<seed>``).
@@ -160,6 +164,14 @@ def evaluate(
         inverter = make_inverter(policy.stemob, inverter, device)
     else:
         inverter = None
+    starts = list(range(0, episodes, n_envs))
+    if shard is not None:
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise StemobError(f"shard {shard}: expected (rank, world) with 0 <= rank < world")
+        starts = [s for b, s in enumerate(starts) if b % world == rank]
+    if not starts:
+        return FactorResult(name, [], _perturbation_label(perturbation), 0.0)
     factory = env_factory or default_env_factory
     if env_processes is None:
         from envs.record import needs_own_process
@@ -191,12 +203,13 @@ def evaluate(
     records: list[EpisodeRecord] = []
     device = policy_device(policy)
     started = time.perf_counter()
-    bar = tqdm(total=episodes, desc=f"eval {name}", unit="ep", disable=not progress, leave=False)
+    total = sum(min(n_envs, episodes - s) for s in starts)
+    bar = tqdm(total=total, desc=f"eval {name}", unit="ep", disable=not progress, leave=False)
     was_training = policy.training
     policy.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, episodes, n_envs):
+            for start in starts:
                 count = min(n_envs, episodes - start)
                 slots = [
                     _Slot(
@@ -243,10 +256,16 @@ def evaluate(
         for env in envs:  # closing a broken env must not hide the results
             with contextlib.suppress(Exception):
                 env.close()
-    perturbation_name = str(perturbation) if isinstance(perturbation, (str, Path)) else None
+    return FactorResult(
+        name, records, _perturbation_label(perturbation), time.perf_counter() - started
+    )
+
+
+def _perturbation_label(perturbation: Any) -> str | None:
+    """How a result names its perturbation: the file, ``<dict>`` or None (the env's own)."""
     if isinstance(perturbation, Mapping):
-        perturbation_name = "<dict>"
-    return FactorResult(name, records, perturbation_name, time.perf_counter() - started)
+        return "<dict>"
+    return str(perturbation) if isinstance(perturbation, (str, Path)) else None
 
 
 def _run_batch(

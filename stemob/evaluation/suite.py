@@ -12,6 +12,7 @@ from typing import Any
 from stemob.errors import StemobError
 from stemob.evaluation.benchmark import TRAIN_FACTOR, run_benchmark
 from stemob.evaluation.results import FactorResult
+from stemob.evaluation.sharding import current_shard, is_main
 from stemob.training.loggers import RunLogger
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +131,8 @@ def _run_factors(
     resumes."""
 
     def report(name: str, r: FactorResult) -> None:
-        print(f"  {name:<20s} {r.successes:3d}/{r.completed:<3d} success  ({r.errors} errors)")
+        if is_main(options.get("shard")):
+            print(f"  {name:<20s} {r.successes:3d}/{r.completed:<3d} success  ({r.errors} errors)")
 
     resume_dir, resume_key = None, None
     if policy_dir is not None:
@@ -226,16 +228,20 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         import torch
 
         torch.set_num_threads(int(cfg["threads"]))
+    shard = current_shard()
+    main = is_main(shard)
     options = {
         "n_envs": int(cfg.get("envs", 1)),
         "base_seed": int(cfg.get("base_seed", 100000)),
         "videos": int(cfg.get("videos", 2)),
         "max_steps": cfg.get("max_steps"),
         "blind": bool(cfg.get("blind", False)),
+        "env_processes": cfg.get("env_processes"),
+        "shard": shard,
     }
     episodes = int(cfg.get("episodes", 50))
     overrides = dict(cfg.get("policy_overrides") or {})
-    logger = RunLogger.from_config(out, cfg, cfg.get("logger"))
+    logger = RunLogger.from_config(out, cfg, cfg.get("logger"), enabled=main)
     named: dict[str, dict[str, FactorResult]] = {}
     try:
         for name, folder in policies.items():
@@ -249,15 +255,20 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
                     "env_kwargs": {**env_args["env_kwargs"], **cfg["env_overrides"]},
                 }
             target = out / name if len(policies) > 1 else out
-            print(f"evaluating {name} ({folder}) on {list(factors)}, {episodes} episodes each")
+            where = f" (rank {shard[0]} of {shard[1]})" if shard else ""
+            print(
+                f"evaluating {name} ({folder}) on {list(factors)}, {episodes} episodes each{where}"
+            )
             results = _run_factors(
                 policy, factors, episodes, episodes, target, options, env_args, folder, overrides
             )
+            if not main:  # the main rank holds the merged results and writes the reports
+                continue
             meta = _report_meta(folder, policy, overrides)
             paths = write_report(results, target, title=name, meta=meta)
             named[name] = results
             _log_results(logger, results, 0, paths["plot"], prefix=f"eval/{name}")
-        if len(named) > 1:
+        if len(named) > 1 and main:
             write_comparison(named, out, title="Comparison")
             print(f"comparison: {out / 'comparison.md'}")
     finally:
