@@ -1,8 +1,10 @@
 """Speed of evaluation: episodes per minute on the tabletop lift_cube with a tiny untrained small
-Diffusion Policy, with and without test-time Stem-OB inversion, with 1 and 4 envs in lockstep.
+Diffusion Policy, with and without test-time Stem-OB inversion, with 1, 2 and 4 envs in lockstep
+in this process or each in its own process (``env_processes``), and (``--sharding``) eval.py in
+one process against ``accelerate launch --num_processes 2`` on the same benchmark.
 
     MUJOCO_GL=egl python benchmarks/bench_eval.py [--episodes 8] [--repeats 3] [--image-size 96]
-        [--out benchmarks/results/eval.json]
+        [--modes lockstep subprocess] [--no-stemob] [--sharding] [--out benchmarks/results/eval.json]
 
 The policy is untrained, so every episode runs the task's full 100 steps (13 planning calls of
 8 actions, DDIM 10 steps). Inversion: the embedded prior with ``InversionSettings()`` (ddpm,
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -46,12 +49,47 @@ def build_policy(image_size: int, cameras: tuple[str, ...]):
     return make_policy("diffusion", small_config(shapes, 7), env_args=env_args)
 
 
+def time_sharding(image_size: int, cameras: tuple[str, ...], episodes: int = 16) -> dict:
+    """Wall time of ``eval.py`` (process start included) on 2 factors x ``episodes`` episodes
+    with 2 lockstep envs: one process, then ``accelerate launch --cpu --num_processes 2``."""
+    import subprocess
+    import tempfile
+
+    policy = build_policy(image_size, cameras)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = policy.save(Path(tmp) / "policy")
+        args = [
+            "eval.py", f"checkpoint={checkpoint}", "benchmark.perturbations=[none,light_color]",
+            f"episodes={episodes}", "envs=2", "videos=0", "logger.name=none", "threads=1",
+        ]  # fmt: skip
+        launch = [
+            sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        for label, command in (("1 process", [sys.executable]), ("2 ranks", launch)):
+            start = time.perf_counter()
+            subprocess.run(
+                [*command, *args, f"output_dir={tmp}/{label.replace(' ', '_')}"],
+                cwd=ROOT, env=env, check=True, capture_output=True,
+            )  # fmt: skip
+            out[label] = time.perf_counter() - start
+            print(f"eval.py, {label}: {out[label]:.1f} s for 2 x {episodes} episodes", flush=True)
+    return {"episodes_per_factor": episodes, "factors": 2, "wall_s": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--n-envs", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--n-envs", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument(
+        "--modes", nargs="+", default=["lockstep", "subprocess"], choices=["lockstep", "subprocess"]
+    )
+    parser.add_argument("--no-stemob", action="store_true", help="skip the inversion rows")
+    parser.add_argument("--sharding", action="store_true", help="also time eval.py on 2 ranks")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/eval.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -65,54 +103,66 @@ def main() -> None:
     settings = InversionSettings()
     inverter = Inverter(settings)
     rows = []
-    for stemob in (False, True):
+    combos = [
+        (stemob, mode, n)
+        for stemob in ((False,) if args.no_stemob else (False, True))
+        for mode in args.modes
+        for n in args.n_envs
+    ]
+    for stemob, mode, n_envs in combos:
         policy.stemob = settings.to_dict() if stemob else None
-        for n_envs in args.n_envs:
-            rates, steps, cpu_rates = [], [], []
-            for _ in range(args.repeats):
-                start, cpu_start = time.perf_counter(), time.process_time()
-                result = evaluate(
-                    policy,
-                    None,
-                    None,
-                    args.episodes,
-                    n_envs=n_envs,
-                    progress=False,
-                    inverter=inverter if stemob else None,
-                )
-                wall = time.perf_counter() - start
-                cpu = time.process_time() - cpu_start
-                if result.errors:
-                    raise RuntimeError(f"benchmark episodes failed: {result.error_messages}")
-                rates.append(60.0 * args.episodes / wall)
-                cpu_rates.append(60.0 * args.episodes / cpu)
-                steps.append(sum(r.length for r in result.records) / wall)
-            row = {
-                "stemob": stemob,
-                "n_envs": n_envs,
-                "episodes_per_min": statistics.median(rates),
-                "env_steps_per_s": statistics.median(steps),
-                "episodes_per_cpu_min": statistics.median(cpu_rates),
-                "all_episodes_per_min": rates,
-            }
-            rows.append(row)
-            print(
-                f"stemob={'yes' if stemob else 'no ':3}  n_envs={n_envs}  "
-                f"{row['episodes_per_min']:7.1f} episodes/min  "
-                f"{row['env_steps_per_s']:7.1f} env steps/s  "
-                f"{row['episodes_per_cpu_min']:7.1f} episodes/CPU-min",
-                flush=True,
+        rates, steps, cpu_rates = [], [], []
+        for _ in range(args.repeats):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            result = evaluate(
+                policy,
+                None,
+                None,
+                args.episodes,
+                n_envs=n_envs,
+                progress=False,
+                inverter=inverter if stemob else None,
+                env_processes=mode == "subprocess",
             )
+            wall = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
+            if result.errors:
+                raise RuntimeError(f"benchmark episodes failed: {result.error_messages}")
+            rates.append(60.0 * args.episodes / wall)
+            cpu_rates.append(60.0 * args.episodes / cpu)
+            steps.append(sum(r.length for r in result.records) / wall)
+        row = {
+            "stemob": stemob,
+            "mode": mode,
+            "n_envs": n_envs,
+            "episodes_per_min": statistics.median(rates),
+            "env_steps_per_s": statistics.median(steps),
+            "episodes_per_cpu_min": statistics.median(cpu_rates),
+            "all_episodes_per_min": rates,
+        }
+        rows.append(row)
+        print(
+            f"stemob={'yes' if stemob else 'no ':3}  {mode:10s} n_envs={n_envs}  "
+            f"{row['episodes_per_min']:7.1f} episodes/min  "
+            f"{row['env_steps_per_s']:7.1f} env steps/s  "
+            f"{row['episodes_per_cpu_min']:7.1f} episodes/CPU-min",
+            flush=True,
+        )
     print()
-    print("| test-time inversion | n_envs | episodes / min | env steps / s | episodes / CPU-min |")
-    print("|---|---|---|---|---|")
+    print(
+        "| test-time inversion | envs | n_envs | episodes / min | env steps / s | "
+        "episodes / CPU-min (this process) |"
+    )
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {'embedded, k=15' if row['stemob'] else 'none'} | {row['n_envs']} | "
+            f"| {'embedded, k=15' if row['stemob'] else 'none'} | {row['mode']} | {row['n_envs']} | "
             f"{row['episodes_per_min']:.1f} | {row['env_steps_per_s']:.0f} | "
             f"{row['episodes_per_cpu_min']:.1f} |"
         )
+    sharding = time_sharding(args.image_size, cameras) if args.sharding else None
     record = {
+        "sharding": sharding,
         "task": "lift_cube",
         "policy": "diffusion small_config (untrained), DDIM 10 steps, 2 obs / 8 action steps",
         "cameras": list(cameras),
@@ -126,7 +176,10 @@ def main() -> None:
         f"{os.environ.get('MUJOCO_GL')}",
         "date": date.today().isoformat(),
         "command": "MUJOCO_GL=egl python benchmarks/bench_eval.py "
-        f"--episodes {args.episodes} --repeats {args.repeats} --image-size {args.image_size}",
+        f"--episodes {args.episodes} --repeats {args.repeats} --image-size {args.image_size} "
+        f"--modes {' '.join(args.modes)}"
+        + (" --no-stemob" if args.no_stemob else "")
+        + (" --sharding" if args.sharding else ""),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

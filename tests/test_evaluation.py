@@ -375,7 +375,9 @@ def test_write_report_holds_the_numbers(tmp_path):
     assert mean["rate"] == pytest.approx(0.35) and mean["factors"] == ["mo_color", "light_color"]
     assert data["meta"] == {"checkpoint": "ckpt"}
     md = paths["markdown"].read_text()
-    assert "| Train (none) | 80.0 ± 12.6 | 8 / 10 | 0 | 14.5 |" in md
+    assert "| Train (none) | 0 no_variations | 80.0 ± 12.6 | 8 / 10 | 0 | 14.5 |" in md
+    assert "| mo_color | 2 manip_obj_color |" in md  # Colosseum's numbered settings
+    assert data["colosseum_settings"]["light_color"] == "8 light_color"
     assert "**35.0 ±" in md and "RuntimeError: x" in md
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*"))

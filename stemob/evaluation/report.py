@@ -18,6 +18,35 @@ from stemob.evaluation.results import FactorResult, mean_over
 TRAIN_FACTOR = "none"
 """The factor name of the training (clean) setting."""
 MEAN_ROW = "mean over perturbations"
+COLOSSEUM_SETTINGS: dict[str, tuple[int, str]] = {
+    "none": (0, "no_variations"), "all": (1, "all_mixed"),
+    "mo_color": (2, "manip_obj_color"), "ro_color": (3, "recv_obj_color"),
+    "mo_texture": (4, "manip_obj_tex"), "ro_texture": (5, "recv_obj_tex"),
+    "mo_size": (6, "manip_obj_size"), "ro_size": (7, "recv_obj_size"),
+    "light_color": (8, "light_color"), "table_color": (9, "table_color"),
+    "table_texture": (10, "table_texture"), "distractor_object": (11, "distractor"),
+    "background_texture": (12, "background_texture"), "camera_pose": (14, "camera_pose"),
+    "object_friction": (16, "friction"), "object_mass": (17, "mass"),
+    # GENIMA's six evaluations (configs/perturbation/genima/)
+    "open_drawer_random_object_color": (2, "manip_obj_color"),
+    "open_drawer_lighting_variations": (8, "light_color"),
+    "open_drawer_distractor_objects": (11, "distractor"),
+    "basketball_in_hoop_random_table_textures": (10, "table_texture"),
+    "move_hanger_random_background_textures": (12, "background_texture"),
+    "move_hanger_random_camera_poses": (14, "camera_pose"),
+}  # fmt: skip
+"""stemob factor -> Colosseum's numbered setting and its name (``colosseum/assets/json/<task>.json``
+at robot-colosseum 098a910: 0-17; 13 and 15 add RLBench's own variations, which have no stemob
+factor), so reports can be read against Colosseum's published tables (25 episodes a setting)."""
+
+
+def colosseum_setting(name: str) -> str:
+    """``"2 manip_obj_color"`` for a factor Colosseum numbers, else ``"-"``."""
+    key = name.split("/")[-1]
+    if key not in COLOSSEUM_SETTINGS:
+        return "-"
+    number, label = COLOSSEUM_SETTINGS[key]
+    return f"{number} {label}"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -130,6 +159,7 @@ def write_report(
         "title": title,
         "meta": dict(meta or {}),
         **summarize(results, train_factor),
+        "colosseum_settings": {n: colosseum_setting(n) for n in names},
         "records": {n: results[n].to_dict()["records"] for n in names},
     }
     json_path = out / "results.json"
@@ -138,20 +168,25 @@ def write_report(
     lines = [
         f"# {title}",
         "",
-        "| setting | success (%) | successes / completed | errors | mean length |",
-        "|---|---|---|---|---|",
+        "| setting | Colosseum | success (%) | successes / completed | errors | mean length |",
+        "|---|---|---|---|---|---|",
     ]
     for n in names:
         r = results[n]
         lines.append(
-            f"| {_label(n, train_factor)} | {_pct(r.rate, r.stderr)} | "
+            f"| {_label(n, train_factor)} | {colosseum_setting(n)} | {_pct(r.rate, r.stderr)} | "
             f"{r.successes} / {r.completed} | {r.errors} | {r.mean_length:.1f} |"
         )
     _, perturbed = _split(results, train_factor)
     if perturbed:
         mean, se = mean_over(perturbed)
-        lines.append(f"| **{MEAN_ROW}** | **{_pct(mean, se)}** | | | |")
-    lines += ["", "Success rates ± binomial standard error, over the episodes that did not raise."]
+        lines.append(f"| **{MEAN_ROW}** | | **{_pct(mean, se)}** | | | |")
+    lines += [
+        "",
+        "Success rates ± binomial standard error, over the episodes that did not raise. "
+        "Colosseum: the setting's number and name in Colosseum's tables "
+        "(`colosseum/assets/json/<task>.json`; it evaluates 25 episodes a setting).",
+    ]
     if meta:
         lines += ["", *[f"- {k}: {v}" for k, v in meta.items()]]
     errors = [m for n in names for m in results[n].error_messages]
