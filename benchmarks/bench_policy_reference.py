@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import functools
 import json
 import platform
@@ -107,12 +108,21 @@ def reference_commit(root: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------- configs
+LIKE_FOR_LIKE_ACT = {"grid_tokens": True, "keypoint_tokens": 0, "cnn_stride": 16}
+"""ACT small as the reference can build it: a token per feature cell (its only scheme), at the
+stride of our first small config. Our CPU default (keypoint tokens) has no reference twin."""
+
+
 def our_config(policy: str, kind: str, shapes: dict[str, list[int]], action_dim: int) -> Any:
     if policy == "diffusion":
         from policies.diffusion import paper_config, small_config
-    else:
-        from policies.act import paper_config, small_config
-    return (small_config if kind == "small" else paper_config)(shapes, action_dim)
+
+        return (small_config if kind == "small" else paper_config)(shapes, action_dim)
+    from policies.act import paper_config, small_config
+
+    if kind == "small":
+        return small_config(shapes, action_dim, **LIKE_FOR_LIKE_ACT)
+    return paper_config(shapes, action_dim)
 
 
 def small_out(size: int, stride: int) -> int:
@@ -299,8 +309,15 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
         repeats, infer_repeats = args.paper_repeats, args.paper_infer_repeats
     batch = synthetic_batch(shapes, args.action_dim, batch_size, cfg.n_obs_steps, cfg.horizon)
     torch.manual_seed(0)
-    ours = make_policy(policy_name, cfg, stats=batch_stats(batch))
+    ours = make_policy(policy_name, copy.deepcopy(cfg), stats=batch_stats(batch))
     ours_opt = make_optimizer(ours)
+    # the reference steps plain (per-tensor) AdamW: ours is timed with it too, like for like
+    plain = make_policy(policy_name, copy.deepcopy(cfg), stats=batch_stats(batch))
+    plain.load_state_dict(ours.state_dict())
+    plain_opt = torch.optim.AdamW(
+        plain.param_groups(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+        foreach=False,
+    )  # fmt: skip
     ref_obs = {
         k: (v.float() / 255.0 if k in image_keys else v.clone()) for k, v in batch["obs"].items()
     }
@@ -346,6 +363,12 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
         loss.backward()
         ours_opt.step()
 
+    def ours_plain_train() -> None:
+        loss, _ = plain.compute_loss(batch)
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        plain_opt.step()
+
     def ref_train() -> None:
         loss = ref_loss()
         ref_opt.zero_grad(set_to_none=True)
@@ -353,17 +376,37 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
         ref_opt.step()
 
     ours.train()
+    plain.train()
     ref_module.train()
-    train = interleaved({"ours": ours_train, "reference": ref_train}, repeats, args.warmup)
+    train = interleaved(
+        {"ours": ours_train, "ours_plain_adamw": ours_plain_train, "reference": ref_train},
+        repeats, args.warmup,
+    )  # fmt: skip
     ours.eval()
     ref_module.eval()
     one = {k: v[:1] for k, v in batch["obs"].items()}
     kwargs = {"num_inference_steps": 10} if policy_name == "diffusion" else {}
     fns = {"ours": lambda: ours.predict_action(one, **kwargs), "reference": ref_infer}
-    sides = [("ours", ours), ("reference", ref_module)]
+    sides = [("ours", ours), ("ours_plain_adamw", plain), ("reference", ref_module)]
+    if args.compile:  # compiled against compiled: the reference's per-chunk core too
+        eager_model = ref.model  # ACT's DETRVAE, DP's denoiser (what ours compiles)
+        compiled_model = torch.compile(eager_model)
+
+        def ref_compiled() -> Any:
+            ref.model = compiled_model
+            try:
+                return ref_infer()
+            finally:
+                ref.model = eager_model
+
+        for _ in range(3):  # compilation stays out of the timing
+            ref_compiled()
+        fns["reference_compiled"] = ref_compiled
     variants = {"ours_compiled": args.compile, "ours_bf16": args.bf16}
     for side in [name for name, wanted in variants.items() if wanted]:
-        variant = make_policy(policy_name, cfg, stats=batch_stats(batch))
+        # a config of its own: make_policy keeps the object, so setting the variant's
+        # inference_dtype on a shared config turned "ours" into bf16 too (the old figure)
+        variant = make_policy(policy_name, copy.deepcopy(cfg), stats=batch_stats(batch))
         variant.load_state_dict(ours.state_dict())
         variant.eval()
         if side == "ours_compiled":
@@ -375,6 +418,7 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
         fns[side] = functools.partial(variant.predict_action, one, **kwargs)
         sides.append((side, variant))
     infer = interleaved(fns, infer_repeats, args.warmup + 1)
+    assert ours.config.inference_dtype != "bf16", "the fp32 side must stay fp32"
     row: dict[str, Any] = {
         "policy": policy_name,
         "config": kind,
@@ -383,11 +427,10 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
         "infer_repeats": infer_repeats,
     }
     for side, module in sides:
-        row[side] = {
-            "params": sum(p.numel() for p in module.parameters()),
-            "infer_ms_per_chunk": round(statistics.median(infer[side]) * 1e3, 2),
-            "infer_ms_min": round(min(infer[side]) * 1e3, 2),
-        }
+        row[side] = {"params": sum(p.numel() for p in module.parameters())}
+        if side in infer:
+            row[side]["infer_ms_per_chunk"] = round(statistics.median(infer[side]) * 1e3, 2)
+            row[side]["infer_ms_min"] = round(min(infer[side]) * 1e3, 2)
         if side in train:
             step = statistics.median(train[side])
             row[side]["train_step_ms"] = round(step * 1e3, 2)
@@ -396,6 +439,15 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
     row["train_ratio"] = round(
         row["ours"]["train_samples_per_s"] / row["reference"]["train_samples_per_s"], 2
     )
+    row["train_ratio_plain_adamw"] = round(
+        row["ours_plain_adamw"]["train_samples_per_s"] / row["reference"]["train_samples_per_s"], 2
+    )
+    if "reference_compiled" in infer:
+        ms = round(statistics.median(infer["reference_compiled"]) * 1e3, 2)
+        row["reference_compiled"] = {"infer_ms_per_chunk": ms}
+        row["infer_speedup_compiled_vs_compiled"] = round(
+            ms / row["ours_compiled"]["infer_ms_per_chunk"], 2
+        )
     row["infer_speedup"] = round(ref_ms / row["ours"]["infer_ms_per_chunk"], 2)
     for side in ("ours_compiled", "ours_bf16"):
         if side in row:
@@ -407,20 +459,28 @@ def bench(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, An
 
 def table(rows: list[dict[str, Any]], threads: int) -> str:
     lines = [
-        "| policy | config | batch | threads | train samples/s ours / ref (ratio) | "
-        "inference ms/chunk ours / ref (speed-up) | ours compiled (speed-up) | ours bf16 (speed-up) |",
+        "| policy | config | batch | threads | train samples/s ours fused / ours plain AdamW / "
+        "ref (ratios) | inference ms/chunk fp32 ours / ref (speed-up) | compiled ours / ref "
+        "(speed-up) | ours bf16 (vs ref fp32) |",
         "| --- | --- | ---: | ---: | --- | --- | --- | --- |",
     ]
     for r in rows:
         o, f = r["ours"], r["reference"]
-        extra = []
-        for side in ("compiled", "bf16"):
-            v = r.get(f"ours_{side}")
-            extra.append(f"{v['infer_ms_per_chunk']} ({r[f'infer_speedup_{side}']}x)" if v else "-")
+        extra = ["-", "-"]
+        if "reference_compiled" in r:
+            extra[0] = (
+                f"{r['ours_compiled']['infer_ms_per_chunk']} / "
+                f"{r['reference_compiled']['infer_ms_per_chunk']} "
+                f"({r['infer_speedup_compiled_vs_compiled']}x)"
+            )
+        if r.get("ours_bf16"):
+            extra[1] = f"{r['ours_bf16']['infer_ms_per_chunk']} ({r['infer_speedup_bf16']}x)"
+        p = r["ours_plain_adamw"]
         name = "DP (DDIM 10)" if r["policy"] == "diffusion" else "ACT"
         lines.append(
             f"| {name} | {r['config']} | {r['batch']} | {threads} | "
-            f"{o['train_samples_per_s']} / {f['train_samples_per_s']} ({r['train_ratio']}x) | "
+            f"{o['train_samples_per_s']} / {p['train_samples_per_s']} / {f['train_samples_per_s']} "
+            f"({r['train_ratio']}x / {r['train_ratio_plain_adamw']}x) | "
             f"{o['infer_ms_per_chunk']} / {f['infer_ms_per_chunk']} ({r['infer_speedup']}x) | "
             f"{extra[0]} | {extra[1]} |"
         )

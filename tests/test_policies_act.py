@@ -219,3 +219,38 @@ def test_compiled_inference_matches_eager(trained):
     clone.eval().compile_inference()
     torch.testing.assert_close(clone.predict_chunk(obs), eager, rtol=1e-4, atol=1e-4)
     assert set(clone.state_dict()) == set(policy.state_dict())
+
+
+def test_image_tokens_grid_keypoints_or_both():
+    """The paper's grid of feature cells, the CPU config's keypoints, or both, per camera."""
+    shapes = {"front": [3, 32, 32], "wrist": [3, 32, 32], "state": [4]}
+    images = {k: torch.rand(2, 3, 32, 32) for k in ("front", "wrist")}
+    counts = {}
+    for grid, keypoints in ((True, 0), (False, 6), (True, 6)):
+        cfg = small_config(shapes, 3, grid_tokens=grid, keypoint_tokens=keypoints, cnn_width=8)
+        policy = ACTPolicy(cfg).eval()
+        tokens, pos = policy._image_tokens(images)
+        assert tokens.shape[1] == pos.shape[1] and tokens.shape[0] == 2
+        counts[(grid, keypoints)] = tokens.shape[1]
+        assert ("input_proj.16.weight" in policy.state_dict() or not grid) and (
+            any(k.startswith("keypoint_net") for k in policy.state_dict()) == bool(keypoints)
+        )
+    cells = 2 * (32 // 8) ** 2  # stride 8: a 4x4 map per camera
+    assert counts == {(True, 0): cells, (False, 6): 12, (True, 6): cells + 12}
+    paper = paper_config(shapes, 3)
+    assert paper.grid_tokens and paper.keypoint_tokens == 0  # the paper's tokens stay
+    with pytest.raises(StemobError, match="grid_tokens=false needs keypoint_tokens"):
+        small_config(shapes, 3, grid_tokens=False, keypoint_tokens=0)
+
+
+def test_a_keypoint_moves_with_the_object_it_tracks():
+    """The point of keypoint tokens: a small bright square's position is in the tokens."""
+    torch.manual_seed(0)
+    cfg = small_config({"cam": [3, 32, 32]}, 3, cnn_width=8)
+    policy = ACTPolicy(cfg).eval()
+    frames = torch.zeros(2, 3, 32, 32)
+    frames[0, :, 4:8, 4:8] = 1.0  # top left
+    frames[1, :, 24:28, 24:28] = 1.0  # bottom right
+    features = policy._features(policy.backbones[0], frames)
+    xy = policy.keypoint_net[str(features.shape[1])](features).view(2, -1, 2)
+    assert (xy[1] - xy[0]).abs().max() > 0.05  # some keypoint follows the square
