@@ -13,6 +13,7 @@ PACKAGES = ("stemob", "policies", "envs")
 ALLOWED = {
     "stemob.errors": set(),
     "stemob.inversion": {"stemob.errors"},
+    "stemob.genima": {"stemob.errors"},  # GENIMA's targets: camera matrices and 3-D points only
     "stemob.data": {"stemob.errors", "stemob.inversion"},
     "policies": {"stemob.errors", "stemob.inversion"},
     "envs": {"stemob.errors", "stemob.inversion", "stemob.data"},
