@@ -13,7 +13,7 @@ PACKAGES = ("stemob", "policies", "envs")
 ALLOWED = {
     "stemob.errors": set(),
     "stemob.inversion": {"stemob.errors"},
-    "stemob.genima": {"stemob.errors"},  # GENIMA's targets: camera matrices and 3-D points only
+    "stemob.genima": {"stemob.errors", "stemob.data"},  # targets need camera matrices and points
     "stemob.data": {"stemob.errors", "stemob.inversion"},
     "policies": {"stemob.errors", "stemob.inversion"},
     "envs": {"stemob.errors", "stemob.inversion", "stemob.data"},

@@ -217,7 +217,7 @@ def write_robomimic(
             )
             for index, episode in enumerate(bar):
                 episode.validate()
-                _write_demo(data.create_group(f"demo_{index}"), episode, next_obs, compression)
+                write_demo_group(data.create_group(f"demo_{index}"), episode, next_obs, compression)
                 count, frames = index + 1, frames + len(episode)
             data.attrs["total"] = frames
             data.attrs["env_args"] = json.dumps(env_args)
@@ -238,7 +238,10 @@ def stemob_attrs(group: Any) -> dict[str, Any]:
     return json.loads(group.attrs.get("stemob_attrs", "{}"))
 
 
-def _write_demo(group: Any, episode: Episode, next_obs: bool, compression: str | None) -> None:
+def write_demo_group(
+    group: Any, episode: Episode, next_obs: bool = True, compression: str | None = None
+) -> None:
+    """Write one episode into an open ``data/demo_N`` group (robomimic layout)."""
     length = len(episode)
     group.attrs["num_samples"] = length
     if "model_file" in episode.attrs:
