@@ -138,7 +138,6 @@ def draw_spheres(
         return out, mask
     k = np.asarray(intrinsics, float)
     ext = np.asarray(extrinsics, float)
-    k_inv = np.linalg.inv(k)
     centers = np.array([s.center for s in spheres], float)
     cam = centers @ ext[:3, :3].T + ext[:3, 3]
     order = np.argsort(-cam[:, 2])  # far to near: nearer spheres are painted last
@@ -154,8 +153,9 @@ def draw_spheres(
         if x0 >= x1 or y0 >= y1:
             continue
         ys, xs = np.mgrid[y0:y1, x0:x1]
-        pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, float)], -1)
-        rays = pix @ k_inv.T  # directions in the camera frame
+        ry = (ys + 0.5 - k[1, 2]) / k[1, 1]  # K is upper triangular: invert it in closed form
+        rx = (xs + 0.5 - k[0, 2] - k[0, 1] * ry) / k[0, 0]
+        rays = np.stack([rx, ry, np.ones_like(rx)], -1)  # directions in the camera frame
         rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
         along = rays @ c
         miss2 = float(c @ c) - along**2  # squared distance of the centre from each ray
