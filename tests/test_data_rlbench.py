@@ -102,31 +102,10 @@ def test_unpickler_refuses_foreign_classes(tmp_path):
         RLBenchReader(root).read(0)
 
 
-def test_reads_numpy1_style_and_upstream_pickles(tmp_path, monkeypatch):
+def test_reads_numpy1_style_and_upstream_pickles(tmp_path, monkeypatch, real_classes):
     """A pickle made by the real classes (module names rlbench.*), with numpy 1.x names."""
-    demo_mod = types.ModuleType("rlbench.demo")
-    obs_mod = types.ModuleType("rlbench.backend.observation")
-
-    class Demo:
-        def __init__(self, observations, random_seed=None):
-            self._observations = observations
-            self.random_seed = random_seed
-            self.num_reset_attempts = 0
-
-    class Observation:
-        def __init__(self, **kw):
-            self.__dict__.update(kw)
-
-    Demo.__module__, Demo.__qualname__ = "rlbench.demo", "Demo"
-    Observation.__module__, Observation.__qualname__ = "rlbench.backend.observation", "Observation"
-    demo_mod.Demo, obs_mod.Observation = Demo, Observation
-    for name, module in (
-        ("rlbench", types.ModuleType("rlbench")),
-        ("rlbench.backend", types.ModuleType("rlbench.backend")),
-        ("rlbench.demo", demo_mod),
-        ("rlbench.backend.observation", obs_mod),
-    ):
-        monkeypatch.setitem(sys.modules, name, module)
+    Demo, Observation = real_classes
+    demo_mod = sys.modules["rlbench.demo"]
     rng = np.random.default_rng(1)
     observations = []
     for step in range(4):
