@@ -191,14 +191,18 @@ def test_resnet18_and_small_cnn():
         make_backbone("small_cnn", 3, True, 8, stride=4)
 
 
-def test_act_small_config_has_six_by_six_tokens_per_96px_camera():
+def test_act_small_config_has_sixteen_keypoint_tokens_per_camera():
     from policies.act import small_config
 
     shapes = {"front_image": [3, 96, 96], "wrist_image": [3, 96, 96], "eef_pos": [3]}
     policy = make_policy("act", small_config(shapes, 7))
     images = {k: torch.zeros(2, 3, 96, 96) for k in ("front_image", "wrist_image")}
     tokens, pos = policy._image_tokens(images)
-    assert tokens.shape == (2, 72, 64) and pos.shape == (1, 72, 64)
+    assert tokens.shape == (2, 32, 64) and pos.shape == (1, 32, 64)
+    grid = make_policy("act", small_config(shapes, 7, grid_tokens=True, keypoint_tokens=0,
+                                           cnn_stride=16))  # fmt: skip
+    tokens, pos = grid._image_tokens(images)
+    assert tokens.shape == (2, 72, 64) and pos.shape == (1, 72, 64)  # the first config: 6x6 each
     with pytest.raises(StemobError, match="cnn_stride 12"):
         small_config(shapes, 7, cnn_stride=12)
 
