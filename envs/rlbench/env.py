@@ -523,19 +523,13 @@ class RLBenchEnv(gym.Env):
 
 
 def camera_params_opencv(intrinsics: np.ndarray, extrinsics: np.ndarray) -> dict[str, np.ndarray]:
-    """PyRep camera matrices -> the tabletop suite's convention.
+    """PyRep camera matrices -> the tabletop suite's convention (``intrinsics`` 3x3 with
+    positive focal lengths, ``extrinsics`` 4x4 world to camera, OpenCV axes); the conversion is
+    :func:`stemob.data.rlbench.pyrep_camera_to_opencv`."""
+    from stemob.data.rlbench import pyrep_camera_to_opencv
 
-    PyRep gives a camera-to-world ``extrinsics`` and ``intrinsics`` with negative fx, fy
-    (projection ``K @ inv(E)[:3]``). ``K @ X == K' @ diag(-1, -1, 1) @ X`` with ``K'`` the
-    positive-focal matrix, so the OpenCV camera frame is PyRep's with x and y flipped.
-    Returns ``intrinsics`` (3x3, positive focal lengths) and ``extrinsics`` (4x4 world to
-    camera, OpenCV: x right, y down, z forward).
-    """
-    k = np.asarray(intrinsics, np.float64).copy()
-    k[:, 0] *= -1.0
-    k[:, 1] *= -1.0
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return {"intrinsics": k, "extrinsics": flip @ np.linalg.inv(np.asarray(extrinsics, float))}
+    k, e = pyrep_camera_to_opencv(intrinsics, extrinsics)
+    return {"intrinsics": k, "extrinsics": e}
 
 
 def make_env_from_args(env_args: dict[str, Any], **overrides: Any) -> RLBenchEnv:

@@ -347,6 +347,24 @@ class RLBenchReader(ReaderBase):
         return actions.astype(np.float32), source
 
 
+def pyrep_camera_to_opencv(
+    intrinsics: np.ndarray, extrinsics: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """PyRep camera matrices (one ``(3, 3)``/``(4, 4)`` pair or stacks of them) -> OpenCV's.
+
+    PyRep gives a camera-to-world ``extrinsics`` and ``intrinsics`` with negative fx, fy
+    (projection ``K @ inv(E)[:3]``). ``K @ X == K' @ diag(-1, -1, 1) @ X`` with ``K'`` the
+    positive-focal matrix, so the OpenCV camera frame is PyRep's with x and y flipped. Returns
+    the intrinsics with positive focal lengths and the world-to-camera extrinsics (x right,
+    y down, z forward).
+    """
+    k = np.array(intrinsics, np.float64)
+    k[..., :, 0] *= -1.0
+    k[..., :, 1] *= -1.0
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return k, flip @ np.linalg.inv(np.asarray(extrinsics, np.float64))
+
+
 def _read_pngs(folder: Path, count: int, episode: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 

@@ -18,7 +18,7 @@ The output is a robomimic HDF5 file beside the source (``<stem>.genima-<digest>.
 Sources: any format stemob reads whose episodes carry camera matrices and joint world poses: the
 tabletop suite's recordings (``extras/<cam>_intrinsics``, ``<cam>_extrinsics``,
 ``joint_world_pos``, ``gripper_world_pos``) and RLBench episodes (``misc`` ``<cam>_camera_
-{intrinsics,extrinsics}`` with PyRep's conventions, converted here, ``joint_poses`` from
+{intrinsics,extrinsics}`` with PyRep's conventions, converted by ``pyrep_camera_to_opencv``, ``joint_poses`` from
 RLBench 8fc31bfa on, the gripper from ``gripper_pose``). A missing key is refused naming the
 file, the key and what needs it. A killed build resumes: finished demos are kept in
 ``<out>.partial`` and the file is renamed when complete; the source is only read.
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from stemob.data.rlbench import pyrep_camera_to_opencv
 from stemob.errors import StemobError, run_cli
 from stemob.genima.targets import TargetStyle, draw_spheres, random_background, target_spheres, tile
 
@@ -89,18 +90,6 @@ class PoseTrack:
     gripper_open: np.ndarray  # (T,)
 
 
-def _pyrep_to_opencv(
-    intrinsics: np.ndarray, extrinsics: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """PyRep's camera-to-world extrinsics and negative-focal intrinsics -> OpenCV (as
-    ``envs.rlbench.camera_params_opencv``, for stacks of frames)."""
-    k = np.array(intrinsics, np.float64)
-    k[..., :, 0] *= -1.0
-    k[..., :, 1] *= -1.0
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return k, flip @ np.linalg.inv(np.asarray(extrinsics, np.float64))
-
-
 def pose_track(episode: Any, cameras: Sequence[str] | None, where: str) -> PoseTrack:
     """Camera matrices, joint poses and images of one episode (tabletop or RLBench keys)."""
     obs, extras = episode.obs, episode.extras
@@ -137,7 +126,7 @@ def pose_track(episode: Any, cameras: Sequence[str] | None, where: str) -> PoseT
         if rlbench:
             k = need(extras, f"{cam}_camera_intrinsics", "the targets are drawn with the camera's")
             e = need(extras, f"{cam}_camera_extrinsics", "the targets are drawn with the camera's")
-            matrices[cam] = _pyrep_to_opencv(k, e)
+            matrices[cam] = pyrep_camera_to_opencv(k, e)
         else:
             k = need(extras, f"{cam}_intrinsics", f"camera {cam!r}'s intrinsics draw the targets")
             e = need(extras, f"{cam}_extrinsics", f"camera {cam!r}'s extrinsics draw the targets")

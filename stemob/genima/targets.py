@@ -17,7 +17,7 @@ render.yaml``).
   spheres with it by ``alpha ~ U(0.7, 1)`` (``render_data.py``: ``alpha_blend: 0.7``).
 
 Cameras follow the tabletop suite's convention (``envs.tabletop.env.TabletopEnv.camera_params``;
-RLBench's are converted by ``envs.rlbench.camera_params_opencv``): intrinsics in pixels with the
+RLBench's are converted by ``stemob.data.rlbench.pyrep_camera_to_opencv``): intrinsics in pixels with the
 image's top-left pixel centred at (0.5, 0.5), extrinsics world -> camera with x right, y down,
 z forward.
 """
