@@ -293,3 +293,35 @@ def test_evaluate_runs_on_the_dataset_env(dataset):
     result = evaluate(policy, episodes=1, max_steps=6, progress=False)
     assert result.errors == 0, [r.error for r in result.records]
     assert result.records[0].length == 6 and result.records[0].success is False
+
+
+def test_envs_built_after_a_close_render_like_the_first():
+    """robosuite frees a closed env's GL context whenever the garbage collector gets to it, and
+    then frees the current (next) env's buffers: black or striped frames. The backend frees it
+    at close, and makes each env's context current before it renders."""
+    import gc
+
+    def frames(env):
+        first = env.reset(seed=0)[0]["agentview_image"]
+        return first, env.step(np.zeros(env.action_space.shape))[0]["agentview_image"]
+
+    env = make_env_from_args(LIFT_ENV_ARGS, cameras=["agentview"], image_size=SIZE)
+    expected = frames(env)
+    env.close()
+    for _ in range(2):
+        env = make_env_from_args(LIFT_ENV_ARGS, cameras=["agentview"], image_size=SIZE)
+        gc.collect()  # where robosuite's own clean-up of the closed env would run
+        for got, want in zip(frames(env), expected, strict=True):
+            differ = (np.abs(got.astype(int) - want).sum(-1) > 30).mean()
+            assert differ < 0.01, f"{differ:.0%} of the pixels differ from the first env's"
+        env.close()
+    # two envs alive at once render their own scenes, whichever was built last
+    a = make_env_from_args(LIFT_ENV_ARGS, cameras=["agentview"], image_size=SIZE)
+    b = make_env_from_args(LIFT_ENV_ARGS, cameras=["agentview"], image_size=SIZE,
+                           perturbation=IMAGE_FACTORS["table_color"])  # fmt: skip
+    got = a.reset(seed=0)[0]["agentview_image"]
+    b.reset(seed=0)
+    assert (np.abs(got.astype(int) - expected[0]).sum(-1) > 30).mean() < 0.01
+    assert (np.abs(a.render().astype(int) - expected[0]).sum(-1) > 30).mean() < 0.01
+    a.close()
+    b.close()

@@ -171,6 +171,7 @@ class RobosuiteEnv(gym.Env):
         model.vis.quality.shadowsize = 0
         model.vis.quality.offsamples = 0
         model.light_castshadow[:] = 0
+        ctx.gl_ctx.make_current()
         ctx.con.free()
         ctx._set_mujoco_context_and_buffers()
         ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
@@ -202,6 +203,7 @@ class RobosuiteEnv(gym.Env):
         self.reset_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31))
         fresh = np.random.default_rng(self.reset_seed)
         self.env.rng.bit_generator.state = fresh.bit_generator.state
+        self._make_current()
         self.env.reset()
         self._prepare_render()
         self.perturbations.apply(self.env, self.reset_seed)
@@ -219,6 +221,7 @@ class RobosuiteEnv(gym.Env):
         if a.shape != self.action_space.shape:
             raise StemobError(f"action must have shape {self.action_space.shape}, got {a.shape}")
         a = np.clip(a, self.action_space.low, self.action_space.high)
+        self._make_current()
         raw, reward, _, _ = self.env.step(a)
         self.steps += 1
         success = self.is_success()
@@ -242,14 +245,36 @@ class RobosuiteEnv(gym.Env):
 
     def render_camera(self, camera: str) -> np.ndarray:
         """A fresh upright RGB image (H, W, 3) uint8 from ``camera``."""
+        self._make_current()
         img = self.env.sim.render(camera_name=camera, width=self.image_size, height=self.image_size)
         return np.ascontiguousarray(img[::-1] if self.flip else img)
 
+    def _make_current(self) -> None:
+        """Make this env's GL context current. robosuite makes a context current only when it
+        creates it, so with several envs in a process every env would render through the newest
+        context (and, after a close, through none)."""
+        ctx = getattr(self.env.sim, "_render_context_offscreen", None)
+        if ctx is not None:
+            ctx.gl_ctx.make_current()
+
     def close(self) -> None:
+        """Free the render context now, while it is current, then close robosuite's env.
+
+        Left to robosuite, the context is freed whenever the garbage collector reaches it:
+        ``MjRenderContext.__del__`` then frees the MuJoCo buffers of whichever context is current
+        (the next env's) and calls ``eglReleaseThread``, so every env built later in the process
+        renders garbage (robosuite 1.5.2 ``utils/binding_utils.py`` ``__del__``,
+        ``renderers/context/egl_context.py`` ``free``)."""
         env = getattr(self, "env", None)
-        if env is not None:
-            env.close()
-            self.env = None
+        if env is None:
+            return
+        ctx = getattr(env.sim, "_render_context_offscreen", None) if env.sim else None
+        if ctx is not None:
+            ctx.gl_ctx.make_current()
+            ctx.con.free()  # zeroed: its __del__ frees nothing of another context
+            ctx.gl_ctx.free()  # destroyed: its __del__ releases nothing
+        env.close()
+        self.env = None
 
     # ---------------------------------------------------------------- observations
     def _convert(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:

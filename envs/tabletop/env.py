@@ -148,6 +148,15 @@ class TabletopEnv(gym.Env):
     def step(
         self, action: np.ndarray
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        self.simulate(action)
+        self.steps += 1
+        success = self.task.is_success(self)
+        obs, info = self._obs(), self._info()
+        return obs, float(success), bool(success and self.terminate_on_success), False, info
+
+    def simulate(self, action: np.ndarray) -> None:
+        """Apply one action and advance the physics by one control step, without rendering or
+        bookkeeping (what :meth:`step` does first; look-ahead planners call it alone)."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != self.action_space.shape:  # before clipping, whose broadcast would hide it
             raise StemobError(f"action must have shape {self.action_space.shape}, got {a.shape}")
@@ -164,10 +173,6 @@ class TabletopEnv(gym.Env):
         mujoco.mj_camlight(self.model, self.data)
         if self.action_mode != "ee_delta":
             self.controller.sync_goal(self.data)
-        self.steps += 1
-        success = self.task.is_success(self)
-        obs, info = self._obs(), self._info()
-        return obs, float(success), bool(success and self.terminate_on_success), False, info
 
     @staticmethod
     def gripper_target(command: float) -> float:
@@ -217,12 +222,16 @@ class TabletopEnv(gym.Env):
     def _obs(self) -> dict[str, np.ndarray]:
         obs = {f"{c}_image": self.render_camera(c) for c in self.cameras}
         pos, quat = self.controller.eef_pose(self.data)
-        fingers = self.data.qpos[self.idx.finger_qpos]
         obs["joint_positions"] = self.data.qpos[self.idx.qpos].astype(np.float32)
-        obs["gripper_open"] = np.array([np.clip(fingers.mean() / FINGER_MAX, 0, 1)], np.float32)
+        obs["gripper_open"] = self.gripper_open()
         obs["eef_pos"] = pos.astype(np.float32)
         obs["eef_quat"] = quat.astype(np.float32)
         return obs
+
+    def gripper_open(self) -> np.ndarray:
+        """How far the fingers are open, ``(1,)`` in [0, 1] (the ``gripper_open`` observation)."""
+        fingers = self.data.qpos[self.idx.finger_qpos]
+        return np.array([np.clip(fingers.mean() / FINGER_MAX, 0, 1)], np.float32)
 
     def _info(self) -> dict[str, Any]:
         return {

@@ -36,6 +36,10 @@ class ACTConfig(PolicyConfig):
             projection of its expected (x, y) plus a learned embedding (0: none, the paper). A
             keypoint locates a small object anywhere in the map, where a grid cell only says how
             much of it is in that cell.
+        binary_action_dims: action dimensions that take one of two values (a gripper's open /
+            close command): predicted as a logit, trained with binary cross-entropy against
+            ``action > (min + max) / 2`` of the dataset's statistics, and output as that min or
+            max (GENIMA's controller treats its gripper so); ``[]``: every dimension is regressed.
     """
 
     n_obs_steps: int = 1
@@ -71,6 +75,7 @@ class ACTConfig(PolicyConfig):
     temporal_ensemble_coeff: float | None = 0.01
     grid_tokens: bool = True
     keypoint_tokens: int = 0
+    binary_action_dims: list[int] = field(default_factory=list)
 
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
         *PolicyConfig.INFERENCE_FIELDS,
@@ -101,6 +106,12 @@ class ACTConfig(PolicyConfig):
         if not self.grid_tokens and not self.keypoint_tokens and self.image_keys + self.latent_keys:
             raise StemobError(
                 "grid_tokens=false needs keypoint_tokens > 0: the images would give no tokens"
+            )
+        self.binary_action_dims = sorted({int(d) for d in self.binary_action_dims})
+        bad = [d for d in self.binary_action_dims if not 0 <= d < self.action_dim]
+        if bad:
+            raise StemobError(
+                f"binary_action_dims {bad} are outside the {self.action_dim} action dimensions"
             )
         _positive_float("kl_weight", self.kl_weight, allow_zero=True)
         _positive_float("backbone_lr", self.backbone_lr)

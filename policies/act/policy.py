@@ -96,9 +96,22 @@ class ACTPolicy(Policy):
         )
         self.query_pos = nn.Embedding(cfg.horizon, d)
         self.action_head = nn.Linear(d, cfg.action_dim)
+        self._binary_buffers()
         self.ensembler: TemporalEnsembler | None = None
         if cfg.temporal_ensemble_coeff is not None:
             self.ensembler = TemporalEnsembler(cfg.temporal_ensemble_coeff, cfg.horizon)
+
+    def _binary_buffers(self) -> None:
+        """The two values of each binary action dimension (the dataset's min and max)."""
+        dims = self.config.binary_action_dims
+        low, high = [-1.0] * len(dims), [1.0] * len(dims)
+        if self.stats and "action" in self.stats:
+            low = [self.stats["action"]["min"][d] for d in dims]
+            high = [self.stats["action"]["max"][d] for d in dims]
+        self.register_buffer("binary_low", torch.tensor(low), persistent=False)
+        self.register_buffer("binary_high", torch.tensor(high), persistent=False)
+        regressed = [d for d in range(self.config.action_dim) if d not in dims]
+        self.register_buffer("regressed_dims", torch.tensor(regressed), persistent=False)
 
     # ------------------------------------------------------------------ model
     def _image_tokens(self, images: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,7 +201,8 @@ class ACTPolicy(Policy):
 
     # ------------------------------------------------------------------ interface
     def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """L1 on normalised actions (padded steps masked) + ``kl_weight`` x KL(q(z) || N(0, I))."""
+        """L1 on normalised actions (padded steps masked), binary cross-entropy on the
+        ``binary_action_dims`` logits, + ``kl_weight`` x KL(q(z) || N(0, I))."""
         cfg = self.config
         device = self.normalizer.scale__action.device
         action = torch.as_tensor(batch["action"]).to(device)
@@ -206,14 +220,23 @@ class ACTPolicy(Policy):
         target = self.normalizer.normalize("action", action)
         pred, mu, logvar = self.forward_model(batch["obs"], target, is_pad)
         keep = (~is_pad).float()[..., None]
-        l1 = (F.l1_loss(pred, target, reduction="none") * keep).sum() / (
-            keep.sum() * cfg.action_dim
-        ).clamp(min=1)
+        dims = cfg.binary_action_dims
+        regressed = self.regressed_dims
+        l1 = (
+            F.l1_loss(pred[..., regressed], target[..., regressed], reduction="none") * keep
+        ).sum() / (keep.sum() * len(regressed)).clamp(min=1)
         logs = {"l1": float(l1.detach())}
         loss = l1
+        if dims:
+            is_high = (action[..., dims] > (self.binary_low + self.binary_high) / 2).float()
+            bce = (
+                F.binary_cross_entropy_with_logits(pred[..., dims], is_high, reduction="none") * keep
+            ).sum() / (keep.sum() * len(dims)).clamp(min=1)
+            loss = loss + bce
+            logs["bce"] = float(bce.detach())
         if mu is not None and logvar is not None:
             kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(-1).mean()
-            loss = l1 + cfg.kl_weight * kl
+            loss = loss + cfg.kl_weight * kl
             logs["kl"] = float(kl.detach())
         logs["loss"] = float(loss.detach())
         return loss, logs
@@ -223,7 +246,13 @@ class ACTPolicy(Policy):
         """The chunk ``(B, chunk_size, A)`` in environment units (latent z = 0)."""
         forward = self.forward_model if self._compiled is None else self._compiled
         pred, _, _ = forward(obs)
-        return self.normalizer.unnormalize("action", pred)
+        actions = self.normalizer.unnormalize("action", pred)
+        dims = self.config.binary_action_dims
+        if dims:
+            actions[..., dims] = torch.where(
+                pred[..., dims] > 0, self.binary_high.to(pred), self.binary_low.to(pred)
+            )
+        return actions
 
     def _compile_target(self) -> Any:
         """The model's forward (one chunk from one observation)."""

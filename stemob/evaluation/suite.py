@@ -138,6 +138,9 @@ def _run_factors(
     if policy_dir is not None:
         resume_dir = out_dir / "factors"
         resume_key = {"policy": _fingerprint(policy_dir), "env_args": env_args}
+        factory = options.get("env_factory")
+        if hasattr(factory, "describe"):  # e.g. GENIMA's oracle targets
+            resume_key["env_factory"] = factory.describe()
         if policy_overrides:  # absent when empty: earlier evaluations' resume files stay valid
             resume_key["policy_overrides"] = dict(policy_overrides)
 
@@ -239,6 +242,11 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         "env_processes": cfg.get("env_processes"),
         "shard": shard,
     }
+    oracle = cfg.get("genima_oracle") or {}
+    if oracle.get("horizon"):
+        from stemob.evaluation.genima_oracle import OracleEnvFactory
+
+        options["env_factory"] = OracleEnvFactory(int(oracle["horizon"]))
     episodes = int(cfg.get("episodes", 50))
     overrides = dict(cfg.get("policy_overrides") or {})
     logger = RunLogger.from_config(out, cfg, cfg.get("logger"), enabled=main)

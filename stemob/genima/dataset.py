@@ -2,6 +2,7 @@
 
     stemob-genima-dataset --dataset data/lift_cube_joint/demos_200.hdf5 [--horizon 20]
         [--cameras front wrist] [--grid 1 2] [--textures DIR] [--seed 0] [--out PATH]
+        [--figure look.png] [--video episode.mp4]
 
 The output is a robomimic HDF5 file beside the source (``<stem>.genima-<digest>.hdf5``), so
 ``train.py dataset.path=<it>`` trains on it like on any demonstrations. Per ``data/demo_N``:
@@ -324,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--radius", type=float, default=0.01, help="sphere radius (m) before scales"
     )
+    parser.add_argument("--figure", default=None, help="also write a PNG of a few frames")
+    parser.add_argument("--video", default=None, help="also write an mp4 of the first episode")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -336,6 +339,13 @@ def run(argv: Sequence[str] | None = None) -> Path:
     )  # fmt: skip
     path = build_dataset(args.dataset, config, args.out, args.reader, progress=not args.quiet)
     print(f"GENIMA dataset: {path}")
+    if args.figure or args.video:
+        from stemob.genima import preview
+
+        if args.figure:
+            print(f"figure: {preview.write_figure(path, args.figure)}")
+        if args.video:
+            print(f"video: {preview.write_video(path, args.video)}")
     return path
 
 

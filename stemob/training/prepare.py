@@ -70,6 +70,28 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
     return path
 
 
+def ensure_genima_dataset(dataset: Mapping[str, Any], progress: bool = True) -> dict[str, Any]:
+    """The ``dataset`` section pointing at its GENIMA dataset (built from ``dataset.path`` when
+    missing, :mod:`stemob.genima.dataset`) when it has a ``genima`` section; else unchanged."""
+    section = dataset.get("genima")
+    if not section:
+        return dict(dataset)
+    from stemob.genima.dataset import GenimaDatasetConfig, build_dataset
+
+    known = {f.name for f in dataclasses.fields(GenimaDatasetConfig)} - {"style"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise StemobError(f"dataset.genima: unknown option(s) {unknown} (known: {sorted(known)})")
+    values = dict(section)
+    if values.get("grid") is not None:
+        values["grid"] = tuple(values["grid"])
+    config = GenimaDatasetConfig(**values)
+    path = build_dataset(
+        dataset["path"], config, reader=dataset.get("reader", "auto"), progress=progress
+    )
+    return {**dataset, "path": str(path), "reader": "robomimic", "genima": None}
+
+
 def _check_steps_after_success(path: Path, wanted: int) -> None:
     """A recorded tabletop file must match ``task.demos.steps_after_success`` (files recorded
     before the option existed count as 0)."""
@@ -156,20 +178,22 @@ def check_before_long_work(cfg: Mapping[str, Any]) -> None:
 
     section = cfg["policy"]
     cls = policy_class(section["name"]).config_class
-    size = int(
-        ((cfg.get("task") or {}).get("env_args") or {}).get("env_kwargs", {}).get("image_size", 96)
-    )
+    env_kwargs = ((cfg.get("task") or {}).get("env_args") or {}).get("env_kwargs", {})
+    size = int(env_kwargs.get("image_size", 96))
+    action_dim = 8 if env_kwargs.get("action_mode") == "joint_position" else 7
     keys = (cfg.get("dataset") or {}).get("obs_keys") or ["front_image"]
-    probe = {k: ([3, size, size] if k.endswith("_image") else [1]) for k in keys}
+    probe = {k: ([3, size, size] if k.endswith(("_image", "_target")) else [1]) for k in keys}
     if not any(len(v) == 3 for v in probe.values()):
         probe["front_image"] = [3, size, size]
     try:
-        cls.from_dict({**dict(section.get("config") or {}), "obs_shapes": probe, "action_dim": 7})
+        cls.from_dict(
+            {**dict(section.get("config") or {}), "obs_shapes": probe, "action_dim": action_dim}
+        )
     except TypeError as error:
         raise StemobError(f"policy.config: {error}") from error
     make_augment(cfg)
     path = Path(cfg["dataset"]["path"])
-    if path.exists():
+    if path.exists() and not cfg["dataset"].get("genima"):  # GENIMA keys exist once it is built
         from stemob.data.detect import open_reader
         from stemob.data.episodes import rename_keys
 

@@ -20,6 +20,7 @@ from stemob.training.prepare import (
     build_policy,
     check_before_long_work,
     ensure_demonstrations,
+    ensure_genima_dataset,
     inversion_settings,
 )
 from stemob.training.trainer import Evaluator, Trainer
@@ -105,7 +106,9 @@ def train(
     settings = inversion_settings(cfg.get("stemob"))
     if main:
         ensure_demonstrations(cfg["dataset"], cfg["task"])
+        ensure_genima_dataset(cfg["dataset"])
     accelerator.wait_for_everyone()
+    cfg = {**cfg, "dataset": ensure_genima_dataset(cfg["dataset"], progress=False)}  # built
     cache = None
     if settings is not None:
         from stemob.inversion.dataset_cache import build_cache

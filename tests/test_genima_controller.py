@@ -1,0 +1,173 @@
+"""GENIMA's controller: ACT's binary gripper dimension, oracle targets from the scripted expert,
+and the train.py -> eval.py path (dataset=genima, policy=genima_controller, genima_oracle)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from stemob.errors import StemobError
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+TINY_ACT = {"hidden_dim": 16, "dim_feedforward": 32, "n_heads": 2, "latent_dim": 4, "cnn_width": 8}
+
+
+def _tiny_act(**overrides):
+    from policies.act.config import small_config
+    from policies.act.policy import ACTPolicy
+
+    config = small_config(
+        {"front_target": [3, 32, 32], "joint_positions": [7]}, 8, horizon=4, n_action_steps=4,
+        temporal_ensemble_coeff=None, **{**TINY_ACT, **overrides},
+    )  # fmt: skip
+    stats = {
+        "action": {"min": [-1.0] * 7 + [-1.0], "max": [1.0] * 7 + [1.0],
+                   "mean": [0.0] * 8, "std": [1.0] * 8},
+        "joint_positions": {"min": [-1.0] * 7, "max": [1.0] * 7, "mean": [0.0] * 7,
+                            "std": [1.0] * 7},
+    }  # fmt: skip
+    return ACTPolicy(config, stats=stats)
+
+
+def _batch(b: int = 4):
+    g = torch.Generator().manual_seed(0)
+    action = torch.rand(b, 4, 8, generator=g) * 2 - 1
+    action[..., 7] = torch.where(action[..., 7] > 0, 1.0, -1.0)
+    obs = {
+        "front_target": torch.randint(0, 255, (b, 1, 3, 32, 32), dtype=torch.uint8, generator=g),
+        "joint_positions": torch.rand(b, 1, 7, generator=g),
+    }
+    return {"obs": obs, "action": action, "action_is_pad": torch.zeros(b, 4, dtype=torch.bool)}
+
+
+def test_binary_gripper_is_a_logit_trained_with_bce_and_output_as_min_or_max():
+    torch.manual_seed(0)
+    policy = _tiny_act(binary_action_dims=[7])
+    batch = _batch()
+    loss, logs = policy.compute_loss(batch)
+    assert "bce" in logs and logs["bce"] > 0
+    optimiser = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    first = logs["bce"]
+    for _ in range(200):  # the gripper's logits learn the batch's open / closed pattern
+        loss, logs = policy.compute_loss(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert logs["bce"] < first / 3
+    policy.eval()
+    chunk = policy.predict_chunk(batch["obs"])
+    assert set(chunk[..., 7].unique().tolist()) <= {-1.0, 1.0}
+    agree = (chunk[..., 7] == batch["action"][..., 7]).float().mean()
+    assert agree > 0.9
+    assert not set(chunk[..., :7].flatten().tolist()) <= {-1.0, 1.0}  # the joints are regressed
+
+
+def test_binary_dims_outside_the_action_are_refused():
+    with pytest.raises(StemobError, match=r"binary_action_dims \[8\]"):
+        _tiny_act(binary_action_dims=[8])
+
+
+@pytest.fixture(scope="module")
+def joint_demos(tmp_path_factory):
+    from envs.record import record
+
+    out = tmp_path_factory.mktemp("genima_ctrl") / "lift_joint.hdf5"
+    record("lift_cube", 4, out, image_size=32, action_mode="joint_position", progress=False,
+           valid_fraction=0.25)  # fmt: skip
+    return out
+
+
+def _env(action_mode: str = "joint_position"):
+    from envs.tabletop.env import TabletopEnv
+
+    return TabletopEnv("lift_cube", image_size=32, action_mode=action_mode)
+
+
+def test_oracle_draws_the_pose_the_expert_reaches_horizon_steps_later_and_restores_the_state():
+    from envs.record import run_episode
+    from stemob.evaluation.genima_oracle import OracleTargets
+
+    horizon = 10
+    recorded, _ = run_episode(_env(), seed=3)
+    env = OracleTargets(_env(), horizon=horizon)
+    obs, _ = env.reset(seed=3)
+    # the recorded episode's obs at step 0 is the state the lookahead started from ...
+    np.testing.assert_array_equal(obs["front_image"], recorded.obs["front_image"][0])
+    assert not np.array_equal(obs["front_target"], obs["front_image"])  # spheres drawn
+    pose = env.target_pose  # ... and the expert's pose `horizon` steps on is the recorded one
+    np.testing.assert_allclose(
+        pose["joint_world_pos"], recorded.extras["joint_world_pos"][horizon], atol=1e-9
+    )
+    np.testing.assert_allclose(
+        pose["gripper_world_pos"], recorded.extras["gripper_world_pos"][horizon], atol=1e-9
+    )
+    # following the recorded actions through the wrapper reproduces the recording (state restored)
+    for t in range(2 * horizon):
+        obs, *_ = env.step(recorded.actions[t])
+        np.testing.assert_array_equal(obs["front_image"], recorded.obs["front_image"][t + 1])
+    env.close()
+
+
+def test_oracle_refuses_an_end_effector_env():
+    from stemob.evaluation.genima_oracle import OracleTargets
+
+    with pytest.raises(StemobError, match="action_mode=joint_position"):
+        OracleTargets(_env("ee_delta"))
+
+
+def test_controller_trains_on_a_genima_dataset_and_evaluates_on_oracle_targets(
+    joint_demos, tmp_path, one_torch_thread
+):
+    from stemob.evaluation.suite import evaluate_from_config
+    from stemob.training.run import train
+    from tests.test_training import compose
+
+    cfg = compose(
+        [
+            "task=lift_cube_joint",
+            "dataset=genima",
+            "policy=genima_controller",
+            *[f"policy.config.{k}={v}" for k, v in TINY_ACT.items()],
+            "stemob=none",
+            "training=smoke",
+            "logger=none",
+            "task.env_args.env_kwargs.image_size=32",
+            f"dataset.path={joint_demos}",
+            "dataset.val_ratio=0.25",
+            "dataset.genima.horizon=5",
+            f"run_dir={tmp_path / 'run'}",
+            "evaluation.enabled=false",
+        ]
+    )  # fmt: skip
+    run = train(cfg)
+    built = list(joint_demos.parent.glob("lift_joint.genima-*.hdf5"))
+    assert len(built) == 1  # built beside the source on first use
+    saved = json.loads(next((run / "checkpoints").glob("step_*/policy/config.json")).read_text())
+    assert set(saved["config"]["obs_shapes"]) == {
+        "front_target", "wrist_target", "joint_positions", "gripper_open"
+    }  # fmt: skip
+    assert saved["config"]["binary_action_dims"] == [7]
+    eval_cfg = compose(
+        [
+            f"checkpoint={run}",
+            "perturbation=light_color",
+            "episodes=2",
+            "envs=2",
+            "videos=1",
+            "logger.name=none",
+            "genima_oracle.horizon=5",
+            f"output_dir={tmp_path}/eval",
+        ],
+        config_name="eval",
+    )
+    out = evaluate_from_config(eval_cfg)
+    result = json.loads((out / "results.json").read_text())["factors"]["light_color"]
+    assert result["completed"] == 2 and result["errors"] == 0
+    with pytest.raises(StemobError, match="front_target"):  # without oracle targets: named key
+        evaluate_from_config({**eval_cfg, "genima_oracle": {"horizon": None},
+                              "output_dir": str(tmp_path / "eval2")})  # fmt: skip
