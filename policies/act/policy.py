@@ -230,7 +230,8 @@ class ACTPolicy(Policy):
         if dims:
             is_high = (action[..., dims] > (self.binary_low + self.binary_high) / 2).float()
             bce = (
-                F.binary_cross_entropy_with_logits(pred[..., dims], is_high, reduction="none") * keep
+                F.binary_cross_entropy_with_logits(pred[..., dims], is_high, reduction="none")
+                * keep
             ).sum() / (keep.sum() * len(dims)).clamp(min=1)
             loss = loss + bce
             logs["bce"] = float(bce.detach())
