@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,21 +439,51 @@ def make_policy(
     return policy_class(name)(config, stats=stats, stemob=stemob, env_args=env_args)
 
 
+RUN_CHECKPOINTS = "checkpoints"
+"""A training run's checkpoint folder: ``best/`` (a policy folder) and ``step_NNNNNNN/policy``."""
+STEP_DIR = re.compile(r"^step_(\d{7})$")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The policy folder that ``path`` names: a policy folder (``config.json``), a checkpoint
+    step folder (``<step>/policy``) or a training run directory (its ``checkpoints/best``, else
+    its newest ``checkpoints/step_N/policy``)."""
+    folder = Path(path)
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    if (folder / "policy" / CONFIG_FILE).is_file():
+        return folder / "policy"
+    root = folder / RUN_CHECKPOINTS
+    if (root / "best" / CONFIG_FILE).is_file():
+        return root / "best"
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in (root.iterdir() if root.is_dir() else [])
+        if (m := STEP_DIR.match(p.name)) and (p / "policy" / CONFIG_FILE).is_file()
+    )
+    if steps:
+        return steps[-1][1] / "policy"
+    raise StemobError(
+        f"{folder} is not a policy checkpoint: expected a policy folder ({CONFIG_FILE}), a "
+        f"checkpoint step folder (policy/{CONFIG_FILE}) or a training run directory with "
+        f"{RUN_CHECKPOINTS}/best or {RUN_CHECKPOINTS}/step_N"
+    )
+
+
 def load_policy(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
     overrides: Mapping[str, Any] | None = None,
 ) -> Policy:
-    """Load any policy checkpoint folder (see the module docstring), in evaluation mode.
+    """Load a policy checkpoint in evaluation mode: a policy folder (see the module
+    docstring), a checkpoint step folder or a training run directory (:func:`resolve_checkpoint`).
 
     ``overrides`` replaces inference-only config fields (the config class's
     ``INFERENCE_FIELDS``, e.g. ACT's ``temporal_ensemble_coeff``); any other field is an error,
     since it would not match the trained weights.
     """
-    folder = Path(path)
+    folder = resolve_checkpoint(path)
     config_file = folder / CONFIG_FILE
-    if not config_file.is_file():
-        raise StemobError(f"{folder} is not a policy checkpoint: {CONFIG_FILE} is missing")
     record = json.loads(config_file.read_text())
     if record.get("format") != CHECKPOINT_FORMAT:
         raise StemobError(

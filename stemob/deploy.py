@@ -251,7 +251,8 @@ class PolicyRunner:
         inversion_device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> PolicyRunner:
-        """Load a policy checkpoint folder (``Policy.save``) and wrap it."""
+        """Load a policy checkpoint (a policy folder, a checkpoint step folder or a training run
+        directory, as eval.py accepts) and wrap it."""
         from policies import load_policy
 
         return cls(load_policy(path, device), inversion_device=inversion_device, **kwargs)

@@ -182,3 +182,21 @@ def test_runner_names_missing_keys_and_bad_shapes(tmp_path):
     with pytest.raises(StemobError, match="'eef_pos'.*3 values"):
         runner.act(good, {"eef_pos": np.zeros(2)})
     assert runner.act(good, state).shape == (4, 4)
+
+
+def test_from_checkpoint_accepts_what_eval_accepts(tmp_path):
+    """The README's snippet passes a run directory: its best policy, else its newest step's."""
+    import shutil
+
+    run = tmp_path / "outputs" / "train" / "run"
+    older = make_checkpoint(run / "checkpoints" / "step_0000002" / "policy", "act", lr=2e-3)
+    newer = make_checkpoint(run / "checkpoints" / "step_0000004" / "policy", "act", lr=4e-3)
+    lr = lambda path: PolicyRunner.from_checkpoint(path).policy.config.lr  # noqa: E731
+    assert lr(run) == 4e-3  # a run directory: its newest step
+    assert lr(older.parent) == 2e-3  # a step folder
+    assert lr(newer) == 4e-3  # a policy folder
+    shutil.copytree(older, run / "checkpoints" / "best")
+    assert lr(run) == 2e-3  # best wins
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StemobError, match="training run directory with checkpoints/best"):
+        PolicyRunner.from_checkpoint(tmp_path / "empty")

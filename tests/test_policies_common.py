@@ -168,7 +168,7 @@ def test_stats_and_obs_errors():
 
 
 def test_load_rejects_non_checkpoints(tmp_path):
-    with pytest.raises(StemobError, match="config.json is missing"):
+    with pytest.raises(StemobError, match="is not a policy checkpoint: expected a policy folder"):
         load_policy(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(StemobError, match="format"):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from policies.base import RUN_CHECKPOINTS, STEP_DIR
 from stemob.errors import StemobError
 
-STEP_DIR = re.compile(r"^step_(\d{7})$")
 STATE_FILE = "train_state.pt"
 
 
@@ -58,7 +57,7 @@ class CheckpointManager:
     """Writes, lists, prunes and loads the checkpoints of one run directory."""
 
     def __init__(self, run_dir: str | os.PathLike, keep_last: int = 2) -> None:
-        self.root = Path(run_dir) / "checkpoints"
+        self.root = Path(run_dir) / RUN_CHECKPOINTS
         self.keep_last = keep_last
 
     def steps(self) -> list[int]:
@@ -127,22 +126,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def resolve_policy_dir(path: str | os.PathLike) -> Path:
-    """A policy folder from a policy folder, a checkpoint step folder or a run directory.
+    """A policy folder from a policy folder, a checkpoint step folder or a run directory (its
+    ``checkpoints/best`` when it exists, else the newest step): :func:`policies.base.
+    resolve_checkpoint`."""
+    from policies.base import resolve_checkpoint
 
-    A run directory resolves to ``checkpoints/best`` when it exists, else the newest step.
-    """
-    folder = Path(path)
-    if (folder / "config.json").is_file():
-        return folder
-    if (folder / "policy" / "config.json").is_file():
-        return folder / "policy"
-    manager = CheckpointManager(folder)
-    if (manager.root / "best" / "config.json").is_file():
-        return manager.root / "best"
-    latest = manager.latest()
-    if latest is not None:
-        return latest / "policy"
-    raise StemobError(
-        f"checkpoint {folder} not found: expected a policy folder (config.json), a checkpoint "
-        "step folder or a run directory with checkpoints/"
-    )
+    return resolve_checkpoint(path)
