@@ -143,7 +143,7 @@ def test_killed_process_resumes(tmp_path, tiny_uncond_model):
     command = [
         sys.executable,
         "-m",
-        "stemob.inversion.cache_cli",
+        "stemob.data.invert_cli",
         "--dataset",
         str(source),
         "--pretrained",
@@ -191,7 +191,7 @@ def test_two_process_sharded_run_matches_single_process(tmp_path, tiny_uncond_mo
             "--dynamo_backend",
             "no",
             "-m",
-            "stemob.inversion.cache_cli",
+            "stemob.data.invert_cli",
             "--dataset",
             str(source),
             "--pretrained",

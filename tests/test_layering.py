@@ -20,12 +20,20 @@ ALLOWED = {
     "stemob.priors": {"stemob.errors", "stemob.inversion", "envs"},  # renders training images
     "stemob.demo": {"stemob.errors", "stemob.inversion"},
     "stemob.deploy": {"stemob.errors", "stemob.inversion", "policies"},
-    "stemob.training": {"stemob.errors", "stemob.inversion", "stemob.data", "policies", "envs"},
+    "stemob.training": {
+        "stemob.errors",
+        "stemob.inversion",
+        "stemob.data",
+        "stemob.genima",
+        "policies",
+        "envs",
+    },  # fmt: skip
     "stemob.evaluation": {
         "stemob.errors",
         "stemob.inversion",
         "stemob.data",
         "stemob.deploy",
+        "stemob.genima",  # the oracle targets of GENIMA's controller
         "stemob.training",
         "policies",
         "envs",

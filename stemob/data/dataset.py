@@ -202,34 +202,44 @@ class DemoDataset(torch.utils.data.Dataset):
             if bad:
                 raise StemobError(f"stemob_keys {bad} are not image keys (have {self.image_keys})")
         use_cache = cfg.stemob is not None and cfg.stemob_source == "cache"
-        if (use_cache or not cfg.in_memory) and not is_h5:
-            what = "the Stem-OB cache" if use_cache else "in_memory=False"
+        if not cfg.in_memory and not is_h5:
             raise StemobError(
-                f"{what} needs a robomimic HDF5 dataset, but {cfg.path} is {self.reader.format}: "
-                f"convert it first (`stemob-data convert {cfg.path} demos.hdf5`)"
+                f"in_memory=False needs a robomimic HDF5 dataset, but {cfg.path} is "
+                f"{self.reader.format}: convert it first (`stemob-data convert {cfg.path} "
+                "demos.hdf5`)"
             )
         self.cache_path: Path | None = None
         self._image_files: dict[str, _LazyFile] = {}
+        # the groups of the episodes in the image files: the HDF5's own, demo_<i> in the cache of
+        # any other format (stemob.data.frames)
+        self._file_names = list(self.episode_names)
         if is_h5:
             source = _LazyFile(Path(cfg.path))
             self._image_files = {k: source for k in self.image_keys}
-            if use_cache:
-                from stemob.inversion.dataset_cache import find_cache, read_cache_record
+        if use_cache:
+            from stemob.inversion.dataset_cache import find_cache, read_cache_record
 
-                self.cache_path = find_cache(
-                    cfg.path, cfg.stemob, cfg.cache_dir, latents=cfg.stemob_latents
-                )
-                cached = read_cache_record(self.cache_path)["keys"]
-                for key in self.stemob_keys:
-                    if self.source_keys[key] not in cached:
-                        raise StemobError(
-                            f"{self.cache_path}: key {self.source_keys[key]!r} was not inverted "
-                            f"(the cache holds {cached}); rebuild it with --keys"
-                        )
-                    self._image_files[key] = _LazyFile(self.cache_path)
-                if cfg.stemob_latents:
-                    self.latent_keys = list(self.stemob_keys)
-                    self.image_keys = [k for k in self.image_keys if k not in self.latent_keys]
+            frames = None
+            if not is_h5:
+                from stemob.data.frames import frame_source
+
+                frames = frame_source(cfg.path, self.reader.format, **cfg.reader_kwargs)
+                self._file_names = [f"demo_{i}" for i in range(len(self.episode_names))]
+            self.cache_path = find_cache(
+                cfg.path, cfg.stemob, cfg.cache_dir, latents=cfg.stemob_latents, frames=frames
+            )
+            cached = read_cache_record(self.cache_path)["keys"]
+            for key in self.stemob_keys:
+                if self.source_keys[key] not in cached:
+                    raise StemobError(
+                        f"{self.cache_path}: key {self.source_keys[key]!r} was not inverted "
+                        f"(the cache holds {cached}); rebuild it with --keys"
+                    )
+                self._image_files[key] = _LazyFile(self.cache_path)
+            if cfg.stemob_latents:
+                self.latent_keys = list(self.stemob_keys)
+                self.image_keys = [k for k in self.image_keys if k not in self.latent_keys]
+        if is_h5:
             # images come from the files below; the reader loads low-dim keys and actions only
             self.reader.obs_keys = [self.source_keys[k] for k in self.lowdim_keys]
         total = int(self.lengths.sum())
@@ -299,7 +309,7 @@ class DemoDataset(torch.utils.data.Dataset):
 
     def _image_dataset(self, index: int, key: str) -> Any:
         lazy = self._image_files[key]
-        name, src = self.episode_names[index], self.source_keys[key]
+        name, src = self._file_names[index], self.source_keys[key]
         h5 = lazy.get()
         try:
             dataset = h5["data"][name]["obs"][src]
@@ -314,7 +324,7 @@ class DemoDataset(torch.utils.data.Dataset):
         return dataset
 
     def _latent_dataset(self, index: int, key: str) -> Any:
-        name, src = self.episode_names[index], self.source_keys[key]
+        name, src = self._file_names[index], self.source_keys[key]
         path = self._image_files[key].path
         try:
             dataset = self._image_files[key].get()["data"][name]["latents"][src]

@@ -1,4 +1,8 @@
-"""The Stem-OB dataset cache: every image key of a robomimic-layout HDF5, inverted once.
+"""The Stem-OB dataset cache: every image key of a dataset, inverted once.
+
+The frames come from a :class:`FrameSource`: :class:`HDF5Frames` reads robomimic-layout HDF5
+itself; ``stemob.data.frames.ReaderFrames`` serves every other format stemob reads (LeRobot,
+RLBench episode folders, real-robot folders) through its reader, with ``demo_<i>`` names.
 
 The cache lives beside the dataset (or in ``cache_dir``) as ``<stem>.stemob-<settings digest>.hdf5``,
 so caches for several settings coexist (a sweep over k). It keeps the source's layout,
@@ -24,7 +28,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -93,6 +97,45 @@ def _is_image(dataset: Any) -> bool:
     return dataset.ndim == 4 and dataset.shape[-1] == 3 and dataset.dtype == np.uint8
 
 
+class FrameSource(Protocol):
+    """Where a cache's frames come from: a layout, and frames by (demo, key, range)."""
+
+    path: Path
+
+    def layout(self, keys: list[str] | None = None) -> SourceLayout:
+        """The demos (in order), image keys (default: every uint8 (T, H, W, 3) key) and shapes."""
+        ...
+
+    def frames(self, demo: str, key: str, start: int, stop: int) -> np.ndarray:
+        """uint8 ``(stop - start, H, W, 3)`` frames of one demo and key."""
+        ...
+
+    def close(self) -> None:
+        """Release open files."""
+        ...
+
+
+class HDF5Frames:
+    """The frames of a robomimic-layout HDF5 file (``data/<demo>/obs/<key>``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._h5: Any = None
+
+    def layout(self, keys: list[str] | None = None) -> SourceLayout:
+        return read_layout(self.path, keys)
+
+    def frames(self, demo: str, key: str, start: int, stop: int) -> np.ndarray:
+        if self._h5 is None:
+            self._h5 = _open_h5(self.path)
+        return self._h5["data"][demo]["obs"][key][start:stop]
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+
 def read_layout(source: Path, keys: list[str] | None = None) -> SourceLayout:
     """Read and validate the demos and image keys of a robomimic-layout HDF5 file."""
     if not source.is_file():
@@ -127,6 +170,10 @@ def read_layout(source: Path, keys: list[str] | None = None) -> SourceLayout:
                 shapes[demo, key] = tuple(dataset.shape)
             num_samples[demo] = int(group.attrs.get("num_samples", shapes[demo, keys[0]][0]))
     return SourceLayout(tuple(demos), tuple(keys), shapes, num_samples)
+
+
+def _frames_of(source: Path, frames: FrameSource | None) -> FrameSource:
+    return frames if frames is not None else HDF5Frames(source)
 
 
 def cache_path(
@@ -195,16 +242,19 @@ def find_cache(
     settings: InversionSettings,
     cache_dir: str | Path | None = None,
     latents: bool = False,
+    frames: FrameSource | None = None,
 ) -> Path:
     """Path of the verified cache of ``source`` for ``settings`` (with latents when ``latents``);
-    a clear error when there is none."""
+    a clear error when there is none. ``frames``: the source's frames (default: HDF5)."""
     path = cache_path(source, settings, cache_dir)
     if not path.is_file():
         raise StemobError(
             f"no Stem-OB cache for {source} with these settings (expected {path}); build it with "
             f"`stemob-invert-dataset --dataset {source} ...`"
         )
-    verify_cache(path, settings, read_layout(Path(source)).fingerprint(), latents)
+    keys = read_cache_record(path)["keys"]  # the keys it was built for (--keys)
+    layout = _frames_of(Path(source), frames).layout(list(keys))
+    verify_cache(path, settings, layout.fingerprint(), latents)
     return path
 
 
@@ -223,8 +273,10 @@ def build_cache(
     device: str = "auto",
     dtype: str | None = None,
     progress: bool = True,
+    frames: FrameSource | None = None,
 ) -> Path:
-    """Build (or resume, or reuse) the Stem-OB cache of a robomimic-layout HDF5 file.
+    """Build (or resume, or reuse) the Stem-OB cache of a dataset (``frames``: its frames; by
+    default ``source`` is a robomimic-layout HDF5 file). The source is only read.
 
     Works in one process or under ``accelerate launch`` (each process inverts its share of the units;
     the main process merges). Returns the cache path.
@@ -232,7 +284,8 @@ def build_cache(
     from accelerate import PartialState
 
     source = Path(source)
-    layout = read_layout(source, keys)
+    frames = _frames_of(source, frames)
+    layout = frames.layout(keys)
     if cache_dir is None and not _writable_dir(source.parent):
         raise StemobError(f"cannot write beside {source} (folder is read-only): pass --cache_dir")
     if cache_dir is not None:
@@ -266,7 +319,7 @@ def build_cache(
     units = layout.units(UNIT_FRAMES)
     mine = [u for i, u in enumerate(units) if i % state.num_processes == state.process_index]
     _invert_units(
-        source,
+        frames,
         mine,
         parts,
         inverter,
@@ -300,7 +353,7 @@ def _prepare_parts(parts: Path, manifest: dict[str, Any]) -> None:
 
 
 def _invert_units(
-    source: Path,
+    source: FrameSource,
     units: list[Unit],
     parts: Path,
     inverter: Any,
@@ -314,18 +367,12 @@ def _invert_units(
     todo = [u for u in units if not (parts / f"{u.name}.h5").is_file()]
     total = sum(u.stop - u.start for u in units)
     done = total - sum(u.stop - u.start for u in todo)
-    with (
-        _open_h5(source) as h5,
-        tqdm(
-            total=total,
-            initial=done,
-            desc=f"inverting {source.name}",
-            unit="frame",
-            disable=not progress,
-        ) as bar,
-    ):
+    with tqdm(
+        total=total, initial=done, desc=f"inverting {source.path.name}", unit="frame",
+        disable=not progress,
+    ) as bar:  # fmt: skip
         for unit in todo:
-            frames = h5["data"][unit.demo]["obs"][unit.key][unit.start : unit.stop]
+            frames = source.frames(unit.demo, unit.key, unit.start, unit.stop)
             images, latents = [], []
             for start in range(0, len(frames), batch_size):
                 batch = frames[start : start + batch_size]
@@ -343,6 +390,7 @@ def _invert_units(
                 if store_latents:
                     out.create_dataset("latents", data=np.concatenate(latents))
             os.replace(tmp, parts / f"{unit.name}.h5")
+    source.close()
 
 
 def _merge(

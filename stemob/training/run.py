@@ -111,17 +111,26 @@ def train(
     cfg = {**cfg, "dataset": ensure_genima_dataset(cfg["dataset"], progress=False)}  # built
     cache = None
     if settings is not None:
+        from stemob.data.frames import frame_source
         from stemob.inversion.dataset_cache import build_cache
 
-        keys = cfg["dataset"].get("stemob_keys")
+        section = cfg["dataset"]
+        keys = section.get("stemob_keys")
+        if keys is not None:  # policy keys -> the source's names (the cache keeps those)
+            inverse = {dst: src for src, dst in (section.get("key_map") or {}).items()}
+            keys = [inverse.get(k, k) for k in keys]
         cache = build_cache(
-            cfg["dataset"]["path"],
+            section["path"],
             settings,
-            cache_dir=cfg["dataset"].get("cache_dir"),
+            cache_dir=section.get("cache_dir"),
             keys=keys,
-            store_latents=bool(cfg["dataset"].get("stemob_latents", False)),
+            store_latents=bool(section.get("stemob_latents", False)),
             device="cpu" if accelerator.device.type == "cpu" else "auto",
-        )
+            frames=frame_source(
+                section["path"], section.get("reader", "auto"),
+                **dict(section.get("reader_kwargs") or {}),
+            ),
+        )  # fmt: skip
     dataset = build_dataset(cfg["dataset"], cfg["policy"], settings)
     torch.manual_seed(training.seed)  # identical initial weights on every process
     policy = build_policy(cfg["policy"], dataset, settings, cfg["task"].get("env_args"))

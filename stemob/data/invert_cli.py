@@ -1,8 +1,13 @@
-"""``stemob-invert-dataset``: build the Stem-OB cache of a robomimic-layout HDF5 dataset.
+"""``stemob-invert-dataset``: build the Stem-OB cache of a dataset in any format stemob reads.
 
     stemob-invert-dataset --dataset demos.hdf5 --inversion_steps 15
+    stemob-invert-dataset --dataset data/my_lerobot_dataset        # LeRobot v2.1 / v3.0
+    stemob-invert-dataset --dataset data/rlbench/open_drawer/variation0/episodes --reader rlbench
     stemob-invert-dataset --dataset /readonly/demos.hdf5 --cache_dir ~/stemob-cache --store_latents
-    accelerate launch --cpu --num_processes 2 -m stemob.inversion.cache_cli --dataset demos.hdf5
+    accelerate launch --cpu --num_processes 2 -m stemob.data.invert_cli --dataset demos.hdf5
+
+The cache (``<name>.stemob-<digest>.hdf5``, beside the dataset) holds the inverted frames of every
+image key; ``train.py dataset.path=<the dataset> stemob=ddpm`` uses it. The source is only read.
 
 A killed run resumes where it stopped when started again with the same settings; a finished cache
 is reused, and a cache made with other settings is never reused (each settings has its own file).
@@ -26,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument(
-        "--dataset", required=True, help="robomimic-layout HDF5 file (data/demo_N/obs/<key>)"
+        "--dataset",
+        required=True,
+        help="robomimic HDF5 file, LeRobot dataset, RLBench episodes or episode folders",
+    )
+    parser.add_argument(
+        "--reader", default="auto", help="robomimic | lerobot | rlbench | folder | auto (detect)"
     )
     parser.add_argument(
         "--cache_dir",
@@ -37,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keys",
         nargs="+",
         default=None,
-        help="image keys to invert (default: every uint8 (T, H, W, 3) key)",
+        help="image keys to invert, as the reader names them (default: every image key)",
     )
     parser.add_argument(
         "--store_latents", action="store_true", help="also store the inverted latents (fp16)"
@@ -51,6 +61,7 @@ def main_build(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise StemobError(f"--batch_size must be >= 1, got {args.batch_size}")
+    from stemob.data.frames import frame_source
     from stemob.inversion.dataset_cache import build_cache
 
     path = build_cache(
@@ -62,6 +73,7 @@ def main_build(argv: Sequence[str] | None = None) -> None:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        frames=frame_source(args.dataset, args.reader),
     )
     from accelerate import PartialState
 

@@ -1,0 +1,163 @@
+"""The Stem-OB cache of every format stemob reads: LeRobot, episode folders and RLBench-style
+datasets are inverted through their readers with the HDF5 path's per-frame seeding, and
+DemoDataset / train.py train on the inverted frames directly."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from stemob.data.dataset import DatasetConfig, DemoDataset
+from stemob.data.episodes import Episode
+from stemob.data.folder import write_folder
+from stemob.data.frames import ReaderFrames, frame_source
+from stemob.data.invert_cli import main as invert_main
+from stemob.data.lerobot import write_lerobot
+from stemob.data.robomimic import write_robomimic
+from stemob.errors import StemobError
+from stemob.inversion.dataset_cache import HDF5Frames, build_cache, find_cache
+from stemob.inversion.settings import InversionSettings
+
+
+def episodes(count: int = 2) -> list[Episode]:
+    """Smooth random frames (they survive a video codec) and low-dim keys."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(count):
+        t = 6 + i
+        coarse = rng.uniform(0, 255, (t, 4, 4, 3))
+        frames = coarse.repeat(8, 1).repeat(8, 2).astype(np.uint8)  # (t, 32, 32, 3)
+        out.append(
+            Episode(
+                obs={"front_image": frames, "state": rng.normal(size=(t, 3)).astype(np.float32)},
+                actions=rng.normal(size=(t, 2)).astype(np.float32),
+                name=f"demo_{i}",
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_model) -> InversionSettings:
+    return InversionSettings(pretrained=str(tiny_model), inversion_steps=10, seed=3)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("formats")
+    hdf5 = write_robomimic(root / "demos.hdf5", episodes())
+    folder = write_folder(root / "folder", episodes())
+    lerobot_eps = episodes()
+    for e in lerobot_eps:
+        e.obs = {
+            "observation.images.front": e.obs["front_image"],
+            "observation.state": e.obs["state"],
+        }
+    lerobot = write_lerobot(root / "lerobot", lerobot_eps, fps=10.0)
+    return {"hdf5": hdf5, "folder": folder, "lerobot": lerobot}
+
+
+def _cache_frames(path) -> dict:
+    with h5py.File(path, "r") as h5:
+        return {
+            (d, k): h5["data"][d]["obs"][k][:] for d in h5["data"] for k in h5["data"][d]["obs"]
+        }
+
+
+def test_a_folder_dataset_inverts_exactly_like_its_hdf5_copy(datasets, settings, tmp_path):
+    from_h5 = build_cache(datasets["hdf5"], settings, cache_dir=tmp_path / "a", progress=False)
+    source = frame_source(datasets["folder"])
+    assert isinstance(source, ReaderFrames)
+    from_folder = build_cache(datasets["folder"], settings, cache_dir=tmp_path / "b",
+                              frames=source, progress=False)  # fmt: skip
+    assert from_folder.name.startswith("folder.stemob-")  # beside a folder: named after it
+    a, b = _cache_frames(from_h5), _cache_frames(from_folder)
+    assert a.keys() == b.keys() == {("demo_0", "front_image"), ("demo_1", "front_image")}
+    for key in a:  # same frames, same per-frame noise (seed, episode, step, camera)
+        np.testing.assert_array_equal(a[key], b[key])
+    assert isinstance(frame_source(datasets["hdf5"]), HDF5Frames)
+
+
+def test_lerobot_video_dataset_inverts_and_trains_on_the_cache(datasets, settings):
+    from stemob.inversion.inverter import Inverter
+
+    path = datasets["lerobot"]
+    assert invert_main(["--dataset", str(path), "--pretrained", settings.pretrained,
+                        "--inversion_steps", "10", "--seed", "3", "--device", "cpu"]) == 0  # fmt: skip
+    cache = find_cache(path, settings, frames=frame_source(path))
+    source = ReaderFrames(path)
+    decoded = source.frames("demo_1", "observation.images.front", 0, 7)
+    expected = Inverter(settings).invert(decoded, [(1, t, "observation.images.front")
+                                                   for t in range(7)])  # fmt: skip
+    cached = _cache_frames(cache)[("demo_1", "observation.images.front")]
+    assert np.abs(cached.astype(int) - expected).max() <= 1  # the decoded video, inverted
+    data = DemoDataset(
+        DatasetConfig(path=str(path), key_map={"observation.images.front": "front_image",
+                                               "observation.state": "state"},
+                      n_obs_steps=1, horizon=2, stemob=settings)
+    )  # fmt: skip
+    assert data.cache_path == cache
+    offset = int(data.offsets[1])
+    np.testing.assert_array_equal(data.arrays["front_image"][offset : offset + 7],
+                                  cached.transpose(0, 3, 1, 2))  # fmt: skip
+
+
+def test_refusals_name_what_is_wrong(datasets, settings, tmp_path):
+    no_images = episodes()
+    for e in no_images:
+        del e.obs["front_image"]
+    folder = write_folder(tmp_path / "no_images", no_images)
+    with pytest.raises(StemobError, match="no image keys to invert"):
+        build_cache(folder, settings, frames=frame_source(folder), progress=False)
+    with pytest.raises(StemobError, match=r"image key\(s\) \['side'\] not found"):
+        frame_source(datasets["folder"]).layout(["side"])
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(StemobError, match="cannot tell the format"):
+        frame_source(tmp_path / "junk")
+    before = {p: p.stat().st_mtime_ns for p in datasets["folder"].rglob("*")}
+    other = InversionSettings(pretrained=settings.pretrained, inversion_steps=4, seed=3)
+    with pytest.raises(StemobError, match="no Stem-OB cache"):
+        DemoDataset(DatasetConfig(path=str(datasets["folder"]), n_obs_steps=1, horizon=2,
+                                  stemob=other))  # fmt: skip
+    assert {p: p.stat().st_mtime_ns for p in datasets["folder"].rglob("*")} == before
+
+
+@pytest.mark.parametrize("fmt", ["lerobot", "rlbench"])
+def test_train_py_on_lerobot_and_rlbench_folders_with_stemob(fmt, datasets, settings, tmp_path,
+                                                             one_torch_thread):  # fmt: skip
+    """`train.py dataset=<format> dataset.path=<folder> stemob=ddpm` builds the cache and trains."""
+    from stemob.training.run import train
+    from tests.test_data_rlbench import rlbench_episodes
+    from tests.test_training import TINY_POLICY, compose
+
+    if fmt == "lerobot":
+        path = datasets["lerobot"]
+        extra = ["task=lift_cube"]  # configs/dataset/lerobot.yaml maps front + state
+    else:
+        from stemob.data.rlbench import write_rlbench
+
+        path = write_rlbench(tmp_path / "rlbench", rlbench_episodes(length=8), task="open_drawer")
+        extra = ["task=rlbench_open_drawer", "dataset.obs_keys=[front_rgb,joint_positions]"]
+    cfg = compose(
+        [
+            *TINY_POLICY,
+            *extra,
+            f"dataset={fmt}",
+            f"dataset.path={path}",
+            "dataset.val_ratio=0",
+            "stemob=ddpm",
+            f"stemob.pretrained={settings.pretrained}",
+            "stemob.inversion_steps=10",
+            "training=smoke",
+            "logger=none",
+            f"run_dir={tmp_path / 'run'}",
+            "evaluation.enabled=false",
+        ]
+    )
+    run = train(cfg)
+    assert (run / "checkpoints").is_dir()
+    caches = list(path.parent.glob(f"{path.name}.stemob-*.hdf5"))
+    assert len(caches) == 1  # built beside the folder, which is untouched
+    with h5py.File(caches[0], "r") as h5:
+        assert len(h5["data"]) == 2
