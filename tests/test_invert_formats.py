@@ -4,6 +4,9 @@ DemoDataset / train.py train on the inverted frames directly."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -157,7 +160,79 @@ def test_train_py_on_lerobot_and_rlbench_folders_with_stemob(fmt, datasets, sett
     )
     run = train(cfg)
     assert (run / "checkpoints").is_dir()
-    caches = list(path.parent.glob(f"{path.name}.stemob-*.hdf5"))
-    assert len(caches) == 1  # built beside the folder, which is untouched
-    with h5py.File(caches[0], "r") as h5:
+    from stemob.inversion.dataset_cache import cache_path
+
+    used = InversionSettings(pretrained=settings.pretrained, inversion_steps=10)  # the config's
+    with h5py.File(cache_path(path, used), "r") as h5:  # built beside the folder
         assert len(h5["data"]) == 2
+
+
+def test_export_hdf5_is_the_source_with_inverted_frames(datasets, settings, tmp_path):
+    from stemob.data.export import export_inverted
+
+    cache = build_cache(datasets["hdf5"], settings, cache_dir=tmp_path, progress=False)
+    out = export_inverted(datasets["hdf5"], cache, tmp_path / "inverted.hdf5")
+    inverted = _cache_frames(cache)
+    with h5py.File(out, "r") as h5, h5py.File(datasets["hdf5"], "r") as src:
+        assert json.loads(h5.attrs["stemob"])["settings"] == settings.to_dict()
+        for demo in src["data"]:
+            got, ref = h5["data"][demo], src["data"][demo]
+            np.testing.assert_array_equal(got["obs/front_image"][:], inverted[demo, "front_image"])
+            np.testing.assert_array_equal(got["next_obs/front_image"][:-1],
+                                          inverted[demo, "front_image"][1:])  # fmt: skip
+            assert not np.array_equal(
+                got["next_obs/front_image"][-1], ref["next_obs/front_image"][-1]
+            )
+            for key in ("actions", "obs/state", "next_obs/state"):
+                np.testing.assert_array_equal(got[key][:], ref[key][:])
+        assert dict(h5["data"].attrs) == dict(src["data"].attrs)
+    with pytest.raises(StemobError, match="already exists"):
+        export_inverted(datasets["hdf5"], cache, out)
+
+
+def test_export_lerobot_is_a_v3_dataset_with_stats_and_the_cache_frames(datasets, settings,
+                                                                        tmp_path):  # fmt: skip
+    import pyarrow.parquet as pq
+
+    from stemob.data.export import export_inverted
+    from stemob.data.lerobot import LeRobotReader
+
+    path = datasets["lerobot"]
+    cache = build_cache(path, settings, cache_dir=tmp_path, frames=frame_source(path),
+                        progress=False)  # fmt: skip
+    out = export_inverted(path, cache, tmp_path / "inverted_lerobot")
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 2
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    key = "observation.images.front"
+    frames = [_cache_frames(cache)[f"demo_{i}", key] for i in range(2)]
+    everything = np.concatenate(frames) / 255.0
+    np.testing.assert_allclose(np.ravel(stats[key]["mean"]), everything.mean((0, 1, 2)), atol=1e-6)
+    assert np.shape(stats[key]["mean"]) == (3, 1, 1) and stats[key]["count"] == [13]
+    episodes = pq.read_table(out / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    assert f"stats/{key}/mean" in episodes.column_names
+    assert json.loads((out / "meta" / "stemob.json").read_text())["settings"] == settings.to_dict()
+    back = LeRobotReader(out)
+    for i in range(2):  # the codec's round trip (H.264 yuv444p crf 0): RGB <-> YUV rounding only
+        error = np.abs(back.read(i).obs[key].astype(int) - frames[i])
+        assert error.mean() < 1.0 and error.max() <= 3, (error.mean(), error.max())
+
+
+def test_export_rlbench_replaces_only_the_inverted_pngs(settings, tmp_path):
+    from PIL import Image
+
+    from stemob.data.export import export_inverted
+    from stemob.data.rlbench import write_rlbench
+    from tests.test_data_rlbench import rlbench_episodes
+
+    root = write_rlbench(tmp_path / "rlb", rlbench_episodes(length=5), task="open_drawer")
+    source = frame_source(root)
+    cache = build_cache(root, settings, cache_dir=tmp_path, frames=source, keys=["front_rgb"],
+                        progress=False)  # fmt: skip
+    out = export_inverted(root, cache, tmp_path / "rlb_inverted")
+    episode = Path("open_drawer/variation0/episodes/episode1")
+    front = np.asarray(Image.open(out / episode / "front_rgb" / "3.png"))
+    np.testing.assert_array_equal(front, _cache_frames(cache)["demo_1", "front_rgb"][3])
+    for name in ("wrist_rgb/3.png", "low_dim_obs.pkl"):
+        assert (out / episode / name).read_bytes() == (root / episode / name).read_bytes()
+    assert (out / "stemob.json").is_file()

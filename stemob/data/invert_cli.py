@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from stemob.errors import StemobError, run_cli
 from stemob.inversion.cli import add_inversion_arguments, settings_from_args
@@ -52,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store_latents", action="store_true", help="also store the inverted latents (fp16)"
     )
+    parser.add_argument(
+        "--export",
+        default=None,
+        metavar="OUT",
+        help="also write a complete inverted copy in the source's format (stemob/data/export.py)",
+    )
+    parser.add_argument(
+        "--crf", type=int, default=0, help="H.264 quality of exported LeRobot videos (default 0)"
+    )
+    parser.add_argument(
+        "--pix_fmt", default="yuv444p", help="pixel format of exported videos (default yuv444p)"
+    )
     add_inversion_arguments(parser)
     parser.set_defaults(device="auto")
     return parser
@@ -61,6 +74,8 @@ def main_build(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise StemobError(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.export and Path(args.export).exists():  # before any work
+        raise StemobError(f"--export {args.export} already exists: choose another path")
     from stemob.data.frames import frame_source
     from stemob.inversion.dataset_cache import build_cache
 
@@ -79,6 +94,12 @@ def main_build(argv: Sequence[str] | None = None) -> None:
 
     if PartialState().is_main_process:
         print(f"Stem-OB cache: {path}")
+        if args.export:
+            from stemob.data.export import export_inverted
+
+            out = export_inverted(args.dataset, path, args.export, reader=args.reader,
+                                  crf=args.crf, pix_fmt=args.pix_fmt)  # fmt: skip
+            print(f"inverted copy: {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -248,6 +248,55 @@ class LeRobotReader(ReaderBase):
         return out
 
 
+def episode_stats(episode: Episode) -> dict[str, dict[str, np.ndarray]]:
+    """LeRobot's per-episode feature statistics (``min``, ``max``, ``mean``, ``std``, ``count``):
+    per dimension for vectors, per channel in [0, 1] with shape (3, 1, 1) for cameras (lerobot
+    ``datasets/compute_stats.py``, which samples frames; here every frame counts)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    values = {"action": episode.actions, **episode.obs}
+    for key, value in values.items():
+        value = np.asarray(value)
+        if key in episode.image_keys:
+            frames = value.astype(np.float64) / 255.0  # (T, H, W, 3)
+            axes: tuple[int, ...] = (0, 1, 2)
+            reshape = (3, 1, 1)
+        else:
+            frames = value.astype(np.float64).reshape(len(value), -1)
+            axes, reshape = (0,), (-1,)
+        out[key] = {
+            "min": frames.min(axes).reshape(reshape),
+            "max": frames.max(axes).reshape(reshape),
+            "mean": frames.mean(axes).reshape(reshape),
+            "std": frames.std(axes).reshape(reshape),
+            "count": np.array([len(value)]),
+        }
+    return out
+
+
+def aggregate_stats(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """The dataset's statistics from its episodes' (count-weighted means, pooled variance)."""
+    out: dict[str, Any] = {}
+    for key in per_episode[0]:
+        items = [s[key] for s in per_episode]
+        counts = np.array([float(s["count"][0]) for s in items])
+        means = np.stack([s["mean"] for s in items])
+        weights = counts.reshape(-1, *[1] * (means.ndim - 1)) / counts.sum()
+        mean = (means * weights).sum(0)
+        var = ((np.stack([s["std"] for s in items]) ** 2 + (means - mean) ** 2) * weights).sum(0)
+        out[key] = {
+            "min": np.min([s["min"] for s in items], 0),
+            "max": np.max([s["max"] for s in items], 0),
+            "mean": mean,
+            "std": np.sqrt(var),
+            "count": np.array([int(counts.sum())]),
+        }
+    return out
+
+
+def _stats_json(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    return {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()}
+
+
 def write_lerobot(
     root: str | Path,
     episodes: Iterable[Episode],
@@ -257,10 +306,14 @@ def write_lerobot(
     task: str = "task",
     pix_fmt: str = "yuv420p",
     crf: int = 10,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write episodes as a LeRobotDataset (``v2.1`` or ``v3.0``) with one mp4 stream per camera.
 
     Observation keys are used as feature names (``observation.state``, ``observation.images.top``).
+    ``meta/stats.json`` holds the dataset's statistics and each episode's are stored as LeRobot
+    does (v3.0: ``stats/<feature>/<stat>`` columns of ``meta/episodes``; v2.1:
+    ``meta/episodes_stats.jsonl``). ``extra_meta`` files are written under ``meta/``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -325,9 +378,10 @@ def write_lerobot(
         "video_path": V2_VIDEO if version == "v2.1" else V3_VIDEO,
     }  # fmt: skip
     (tmp / "meta").mkdir(parents=True)
+    per_episode = [episode_stats(e) for e in episodes]
     start = 0
     if version == "v2.1":
-        lines = []
+        lines, stats_lines = [], []
         for index, episode in enumerate(episodes):
             data = tmp / V2_DATA.format(episode_chunk=0, episode_index=index)
             data.parent.mkdir(parents=True, exist_ok=True)
@@ -338,8 +392,12 @@ def write_lerobot(
             lines.append(
                 json.dumps({"episode_index": index, "tasks": [task], "length": len(episode)})
             )
+            stats_lines.append(
+                json.dumps({"episode_index": index, "stats": _stats_json(per_episode[index])})
+            )
             start += len(episode)
         (tmp / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+        (tmp / "meta" / "episodes_stats.jsonl").write_text("\n".join(stats_lines) + "\n")
         (tmp / "meta" / "tasks.jsonl").write_text(
             json.dumps({"task_index": 0, "task": task}) + "\n"
         )
@@ -362,6 +420,8 @@ def write_lerobot(
                     f"videos/{key}/from_timestamp": start / fps,
                     f"videos/{key}/to_timestamp": (start + len(episode)) / fps,
                 }
+            for key, stats in _stats_json(per_episode[index]).items():
+                row |= {f"stats/{key}/{name}": value for name, value in stats.items()}
             rows.append(row)
             start += len(episode)
         data = tmp / V3_DATA.format(chunk_index=0, file_index=0)
@@ -382,5 +442,9 @@ def write_lerobot(
             pa.table({"task_index": [0], "task": [task]}), tmp / "meta" / "tasks.parquet"
         )
     (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+    stats = _stats_json(aggregate_stats(per_episode))
+    (tmp / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
+    for name, content in (extra_meta or {}).items():
+        (tmp / "meta" / name).write_text(json.dumps(content, indent=2))
     os.replace(tmp, root)
     return root
