@@ -19,7 +19,13 @@ import numpy as np
 
 from stemob.errors import StemobError, run_cli
 from stemob.inversion import media
-from stemob.inversion.settings import EMBEDDED, MODES, InversionSettings
+from stemob.inversion.settings import (
+    EMBEDDED,
+    INTERPOLATIONS,
+    MODES,
+    ROUNDINGS,
+    InversionSettings,
+)
 
 
 def add_inversion_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +54,23 @@ def add_inversion_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="resize frames to this square size for the model (default: keep frame size)",
     )
+    group.add_argument(
+        "--short_side", type=int, default=None,
+        help="resize the shorter side to this, keeping the aspect ratio (exclusive with --resolution)",
+    )  # fmt: skip
+    group.add_argument(
+        "--interpolation", default=None, choices=INTERPOLATIONS,
+        help="resizing to the model's size and back (default bilinear, antialiased)",
+    )  # fmt: skip
+    group.add_argument(
+        "--rounding", default=None, choices=ROUNDINGS,
+        help="decoded pixels to uint8 (default round)",
+    )  # fmt: skip
+    group.add_argument(
+        "--preset", default=None, choices=sorted(PRESETS),
+        help="paper: the reference code's exact behaviour (768 px, nearest both ways, truncation; "
+        "needs --pretrained <SD 2.1 folder>); explicit options win",
+    )  # fmt: skip
     group.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     group.add_argument(
         "--unseeded", action="store_true", help="fresh noise on every run (ignores --seed)"
@@ -65,14 +88,30 @@ def add_inversion_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {"resolution": 768, "interpolation": "nearest", "rounding": "truncate"},
+}
+"""Named settings: ``paper`` is hukz18/Stem-Ob-Code's ddpm path (frames resized to SD 2.1's native
+768 px with Pillow's NEAREST both ways, decoded pixels truncated to uint8); configs/stemob/paper.yaml."""
+
+
 def settings_from_args(args: argparse.Namespace) -> InversionSettings:
+    preset = PRESETS.get(getattr(args, "preset", None) or "", {})
+
+    def pick(name: str, default: object) -> object:
+        value = getattr(args, name, None)
+        return value if value is not None else preset.get(name, default)
+
     return InversionSettings(
         mode=args.mode,
         pretrained=args.pretrained,
         num_steps=args.num_steps,
         inversion_steps=args.inversion_steps,
-        resolution=args.resolution,
+        resolution=args.resolution if args.short_side else pick("resolution", None),  # type: ignore[arg-type]
         seed=None if args.unseeded else args.seed,
+        interpolation=pick("interpolation", "bilinear"),  # type: ignore[arg-type]
+        short_side=args.short_side,
+        rounding=pick("rounding", "round"),  # type: ignore[arg-type]
     )
 
 

@@ -178,7 +178,9 @@ class Inverter:
         latent = torch.cat(latents) if latents else torch.zeros(0)
         if output == "latent":
             return latent
-        result = from_model_pixels(torch.cat(rgb) if rgb else pixels[:0], layout)
+        result = from_model_pixels(
+            torch.cat(rgb) if rgb else pixels[:0], layout, self.settings.rounding == "truncate"
+        )
         return (result, latent) if output == "both" else result
 
     __call__ = invert
@@ -244,8 +246,11 @@ class Inverter:
     # ------------------------------------------------------------------ sizes
     def _processing_size(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(resized h, resized w, padded h, padded w) for a frame of the given size."""
-        resolution = self.settings.resolution
+        resolution, short = self.settings.resolution, self.settings.short_side
         h, w = (resolution, resolution) if resolution else (height, width)
+        if short:
+            scale = short / min(height, width)
+            h, w = max(1, round(height * scale)), max(1, round(width * scale))
         multiple = self.model.size_multiple
         return h, w, -(-h // multiple) * multiple, -(-w // multiple) * multiple
 
@@ -254,7 +259,7 @@ class Inverter:
         h, w, ph, pw = self._processing_size(height, width)
         x = pixels.to(self.device, torch.float32)
         if (h, w) != (height, width):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            x = self._resize(x, h, w)
         if (ph, pw) != (h, w):
             x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
         return x
@@ -263,10 +268,16 @@ class Inverter:
         h, w, _, _ = self._processing_size(height, width)
         x = decoded[..., :h, :w]
         if (h, w) != (height, width):
-            x = F.interpolate(
-                x, size=(height, width), mode="bilinear", antialias=True, align_corners=False
-            )
+            x = self._resize(x, height, width)
         return x.clamp(-1, 1)
+
+    def _resize(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Bilinear with antialiasing, or nearest by pixel centres (Pillow's NEAREST)."""
+        if self.settings.interpolation == "nearest":
+            return F.interpolate(x, size=(height, width), mode="nearest-exact")
+        return F.interpolate(
+            x, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        )
 
 
 # ---------------------------------------------------------------------- image conversion
@@ -315,10 +326,15 @@ def to_model_pixels(images: Images) -> tuple[torch.Tensor, dict[str, Any]]:
     return pixels.contiguous(), layout
 
 
-def from_model_pixels(pixels: torch.Tensor, layout: dict[str, Any]) -> Images:
-    """Inverse of :func:`to_model_pixels`: back to the caller's type, layout and value range."""
+def from_model_pixels(
+    pixels: torch.Tensor, layout: dict[str, Any], truncate: bool = False
+) -> Images:
+    """Inverse of :func:`to_model_pixels`: back to the caller's type, layout and value range
+    (uint8 by rounding, or by truncation as ``numpy.astype(np.uint8)`` does)."""
     if layout["uint8"]:
-        out = ((pixels + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        values = (pixels + 1.0) * 127.5
+        values = values if truncate else values.round()
+        out = values.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     else:
         out = ((pixels + 1.0) / 2.0).clamp(0, 1).to(layout["dtype"])
     if layout["single"]:

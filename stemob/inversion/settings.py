@@ -12,6 +12,11 @@ from stemob.errors import StemobError
 
 MODES = ("ddpm", "ddim")
 EMBEDDED = "embedded"
+INTERPOLATIONS = ("bilinear", "nearest")
+ROUNDINGS = ("round", "truncate")
+_LATER_DEFAULTS = {"interpolation": "bilinear", "short_side": None, "rounding": "round"}
+"""Fields added after caches and checkpoints were first written: left out of ``to_dict`` (and the
+digest) at their defaults, so those keep their names and verify unchanged."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,12 @@ class InversionSettings:
         resolution: side of the square the frames are resized to before encoding; ``None`` keeps the
             frame size (padded up to a multiple the model accepts). Outputs always have the input size.
         seed: base seed of the per-frame noise (``None``: fresh noise on every call).
+        interpolation: how frames are resized to the model's size and back: ``bilinear``
+            (antialiased) or ``nearest`` (pixel centres, as Pillow's NEAREST: the reference's).
+        short_side: resize so the shorter side has this many pixels, keeping the aspect ratio
+            (the reference's ddim CLI: 256); exclusive with ``resolution``.
+        rounding: decoded pixels to uint8 by ``round`` or ``truncate`` (the reference's
+            ``astype(np.uint8)``).
     """
 
     mode: str = "ddpm"
@@ -36,8 +47,14 @@ class InversionSettings:
     inversion_steps: int = 15
     resolution: int | None = None
     seed: int | None = 0
+    interpolation: str = "bilinear"
+    short_side: int | None = None
+    rounding: str = "round"
 
     def __post_init__(self) -> None:
+        for name in ("interpolation", "rounding"):  # None (a config's null): the default
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, _LATER_DEFAULTS[name])
         if self.mode not in MODES:
             raise StemobError(
                 f"unknown inversion mode {self.mode!r}: expected one of {', '.join(MODES)}"
@@ -66,14 +83,32 @@ class InversionSettings:
             not isinstance(self.seed, int) or isinstance(self.seed, bool)
         ):
             raise StemobError(f"seed must be an integer or None, got {self.seed!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise StemobError(
+                f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
+            )
+        if self.rounding not in ROUNDINGS:
+            raise StemobError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        if self.short_side is not None and (
+            not isinstance(self.short_side, int)
+            or isinstance(self.short_side, bool)
+            or self.short_side < 8
+        ):
+            raise StemobError(
+                f"short_side must be None or an integer >= 8, got {self.short_side!r}"
+            )
+        if self.short_side is not None and self.resolution is not None:
+            raise StemobError("resolution and short_side exclude each other: set one of them")
         if not isinstance(self.pretrained, str) or not self.pretrained:
             raise StemobError(
                 f"pretrained must name a folder, a hub id or 'embedded', got {self.pretrained!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict with the canonical names (JSON-serialisable)."""
-        return dataclasses.asdict(self)
+        """Plain dict with the canonical names (JSON-serialisable); the fields added later are
+        left out at their defaults (:data:`_LATER_DEFAULTS`)."""
+        out = dataclasses.asdict(self)
+        return {k: v for k, v in out.items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InversionSettings:
