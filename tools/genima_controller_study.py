@@ -1,0 +1,106 @@
+"""GENIMA's controller on oracle targets, per tabletop task and Colosseum factor (results/genima/).
+
+A row trains ``policy=genima_controller`` on the task's GENIMA dataset (``dataset=genima``: the
+joint-position demos with the expert's pose 20 steps ahead drawn as spheres on random
+backgrounds) and evaluates it with ``eval.py genima_oracle.horizon=20`` on the task's Colosseum
+benchmark, 25 episodes per setting, seeds ``100000 + i`` as in the robustness study. Both steps
+resume after a kill (train.py ``resume=true``; eval.py keeps finished factors).
+
+    python tools/genima_controller_study.py run [--only lift_cube] [--steps 6000] [--threads 1]
+    python tools/genima_controller_study.py report      # results/genima/controller.md + JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("lift_cube", "put_in_bowl", "open_drawer")
+BENCHMARKS = {"lift_cube": "colosseum_no_receiver", "put_in_bowl": "colosseum",
+              "open_drawer": "colosseum_no_receiver"}  # fmt: skip
+EPISODES = 25
+OUT = ROOT / "results" / "genima"
+
+
+def run_dir(task: str, seed: int) -> Path:
+    return ROOT / "outputs" / "genima" / f"controller_{task}_s{seed}"
+
+
+def commands(task: str, seed: int, steps: int, threads: int) -> list[list[str]]:
+    run = run_dir(task, seed)
+    train = [
+        sys.executable, "train.py", f"task={task}_joint", "dataset=genima",
+        "policy=genima_controller", "stemob=none", f"training.steps={steps}",
+        f"training.seed={seed}", f"training.threads={threads}", "evaluation.enabled=false",
+        "logger=none", f"run_dir={run}", "resume=true",
+    ]  # fmt: skip
+    evaluate = [
+        sys.executable, "eval.py", f"checkpoint={run}", "genima_oracle.horizon=20",
+        f"benchmark={BENCHMARKS[task]}", f"episodes={EPISODES}", "envs=4", "videos=1",
+        f"threads={threads}", "logger.name=none", f"output_dir={run / 'oracle'}",
+    ]  # fmt: skip
+    return [train, evaluate]
+
+
+def run(args: argparse.Namespace) -> None:
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": str(args.threads)}
+    for task in args.only or TASKS:
+        for command in commands(task, args.seed, args.steps, args.threads):
+            print("$", " ".join(command), flush=True)
+            subprocess.run(command, cwd=ROOT, env=env, check=True)
+
+
+def report(args: argparse.Namespace) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows, factors = [], None
+    for task in TASKS:
+        path = run_dir(task, args.seed) / "oracle" / "results.json"
+        if not path.is_file():
+            rows.append((task, None))
+            continue
+        shutil.copyfile(path, OUT / f"oracle_{task}_s{args.seed}.json")
+        data = json.loads(path.read_text())
+        rows.append((task, data))
+        names = [n for n in data["factors"] if n != data["train_factor"]]
+        factors = names if factors is None or len(names) > len(factors) else factors
+    factors = factors or []
+    head = "| task | clean | Gen mean (s.e.) | " + " | ".join(factors) + " |"
+    lines = [head, "|" + "---|" * (3 + len(factors))]
+    for task, data in rows:
+        if data is None:
+            lines.append(f"| `{task}` | (not run) |" + " |" * (1 + len(factors)))
+            continue
+        got = data["factors"]
+        clean = got[data["train_factor"]]
+        gen = data["mean_over_perturbations"]
+        cells = [f"{100 * got[f]['rate']:.0f}" if f in got else "n/a" for f in factors]
+        lines.append(
+            f"| `{task}` | **{100 * clean['rate']:.0f}** ({clean['successes']}/{clean['completed']}) | "
+            f"**{100 * gen['rate']:.1f}** ({100 * gen['stderr']:.1f}) | " + " | ".join(cells) + " |"
+        )
+    (OUT / "controller_table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--seed", type=int, default=0)
+        if name == "run":
+            p.add_argument("--only", nargs="+", choices=TASKS)
+            p.add_argument("--steps", type=int, default=6000)
+            p.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    (run if args.command == "run" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
