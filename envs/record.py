@@ -27,9 +27,12 @@ ENV_TYPE = "stemob_tabletop"
 
 
 def env_args_of(env: Any) -> dict[str, Any]:
-    """robomimic's ``{env_name, type, env_kwargs}`` for a TabletopEnv."""
+    """robomimic's ``{env_name, type, env_kwargs}`` of an env (a TabletopEnv's, or the one a
+    backend env reports itself)."""
     from envs import GYM_IDS
 
+    if not hasattr(env, "task_name") and hasattr(env, "env_args"):
+        return dict(env.env_args)
     return {"env_name": GYM_IDS[env.task_name], "type": ENV_TYPE, "env_kwargs": env.env_kwargs}
 
 

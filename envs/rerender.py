@@ -1,5 +1,9 @@
 """Re-render recorded demos from their simulator states (other perturbation, cameras or size).
 
+Works for the tabletop suite and for robosuite files (robomimic's own, or recorded here): the
+output also holds every frame's camera matrices and arm joint / gripper world poses in
+``extras/``, which is what GENIMA's targets are drawn from (``stemob-genima-dataset``).
+
     python -m envs.rerender in=demos.hdf5 out=demos_eval.hdf5 [perturbation=PATH|none]
         [cameras=front,overhead] [image_size=128]
 
@@ -66,10 +70,10 @@ def rerender(
                 extras: dict[str, list] = {}
                 for state in g["states"][()]:
                     env.set_state(state)
-                    obs = env._obs()
+                    obs, info = env.observe()
                     for k, v in obs.items():
                         obs_seq.setdefault(k, []).append(v)
-                    for k, v in _extras(env, env._info()).items():
+                    for k, v in _extras(env, info).items():
                         extras.setdefault(k, []).append(v)
                 attrs["model_file"] = env.xml
                 yield Episode(

@@ -325,3 +325,28 @@ def test_envs_built_after_a_close_render_like_the_first():
     assert (np.abs(a.render().astype(int) - expected[0]).sum(-1) > 30).mean() < 0.01
     a.close()
     b.close()
+
+
+def test_rerendered_robosuite_demos_carry_camera_matrices_and_poses_for_genima(dataset, tmp_path):
+    """envs.rerender adds every frame's camera matrices and joint / gripper world poses to a
+    robosuite file; the matrices project the cube onto its pixels and GENIMA's dataset is built."""
+    from envs.rerender import rerender
+    from stemob.genima.dataset import GenimaDatasetConfig, build_dataset
+    from stemob.genima.targets import project
+
+    out = rerender(dataset, tmp_path / "lift_poses.hdf5", cameras=["agentview"], image_size=SIZE)
+    with h5py.File(out, "r") as f:
+        demo = f["data/demo_0"]
+        assert demo["extras/joint_world_pos"].shape == (2, 7, 3)
+        k, e = demo["extras/agentview_intrinsics"][0], demo["extras/agentview_extrinsics"][0]
+        cube = demo["obs/object"][0, :3]  # robosuite's cube_pos
+        image = demo["obs/agentview_image"][0]
+        assert demo["obs/gripper_open"].shape == (2, 1)
+    (u, v), _ = project(cube[None], k, e)[0][0], None
+    row, col = red_centroid(image)
+    assert abs(row - (v - 0.5)) < 1.5 and abs(col - (u - 0.5)) < 1.5  # pixel centres at +0.5
+    with pytest.raises(StemobError, match="horizon 5 is not shorter"):
+        build_dataset(out, GenimaDatasetConfig(horizon=5), tmp_path / "g.hdf5", progress=False)
+    path = build_dataset(out, GenimaDatasetConfig(horizon=1), tmp_path / "g.hdf5", progress=False)
+    with h5py.File(path, "r") as f:
+        assert f["data/demo_0/obs/agentview_target"].shape == (2, SIZE, SIZE, 3)

@@ -3,8 +3,11 @@
 Observations: robosuite's own keys (``<camera>_image`` uint8 HxWx3 made upright whatever
 ``robosuite.macros.IMAGE_CONVENTION`` says, ``robot0_eef_pos``, ``robot0_eef_quat``,
 ``robot0_gripper_qpos``, ...; ``object-state`` also as ``object``, robomimic's name) plus the
-tabletop suite's ``joint_positions``, ``eef_pos`` and ``eef_quat`` (w, x, y, z). ``info`` holds
-``is_success`` (the task's ``_check_success``).
+tabletop suite's ``joint_positions``, ``eef_pos``, ``eef_quat`` (w, x, y, z) and ``gripper_open``
+(the fingers' spread over the Panda's 0.08 m). ``info`` holds ``is_success`` (the task's
+``_check_success``), the cameras' matrices (``cameras``) and the arm's joint and gripper world
+poses, as the tabletop suite's (so ``envs.rerender`` adds them to robosuite demos and GENIMA's
+targets can be drawn from the file).
 
 Old (robosuite <= 1.4) ``controller_configs`` in ``env_kwargs`` are converted with robosuite's
 ``refactor_composite_controller_config``. ``reset(seed=s)`` reseeds the env's own generator
@@ -211,8 +214,7 @@ class RobosuiteEnv(gym.Env):
             self.env.sim.set_state_from_flattened(np.asarray(options["state"], np.float64))
             self.env.sim.forward()
         self.steps = 0
-        obs = self._convert(self.env._get_observations(force_update=True))
-        return obs, {"is_success": self.is_success()}
+        return self.observe()
 
     def step(
         self, action: np.ndarray
@@ -227,7 +229,7 @@ class RobosuiteEnv(gym.Env):
         success = self.is_success()
         terminated = bool(success and self.terminate_on_success)
         truncated = self.steps >= self.max_episode_steps
-        return self._convert(raw), float(reward), terminated, truncated, {"is_success": success}
+        return self._convert(raw), float(reward), terminated, truncated, self._info(success)
 
     def is_success(self) -> bool:
         """Whether the task is done (robosuite's ``_check_success``)."""
@@ -236,6 +238,55 @@ class RobosuiteEnv(gym.Env):
     def get_state(self) -> np.ndarray:
         """The flattened simulator state (robomimic's ``states`` rows)."""
         return np.asarray(self.env.sim.get_state().flatten())
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a ``get_state`` row (a robomimic file's ``states``) and recompute positions."""
+        self.env.sim.set_state_from_flattened(np.asarray(state, np.float64))
+        self.env.sim.forward()
+
+    def observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The observation and info of the current state (after :meth:`set_state`)."""
+        self._make_current()
+        return self._convert(self.env._get_observations(force_update=True)), self._info()
+
+    @property
+    def xml(self) -> str:
+        """The model's MJCF (robomimic's ``model_file`` attribute)."""
+        return str(self.env.sim.model.get_xml())
+
+    def camera_params(self, camera: str) -> dict[str, np.ndarray]:
+        """Intrinsics (3x3, pixels) and OpenCV-convention extrinsics (4x4 world->camera) of the
+        upright ``image_size`` images."""
+        from envs.cameras import mujoco_camera_params
+
+        sim = self.env.sim
+        return mujoco_camera_params(sim.model._model, sim.data._data, camera, self.image_size)
+
+    def joint_world_poses(self) -> dict[str, np.ndarray]:
+        """World positions (7, 3) and quaternions (7, 4, w x y z) of the first robot's arm
+        joints and the gripper site's position and quaternion (GENIMA's target spheres)."""
+        import mujoco
+
+        sim, robot = self.env.sim, self.env.robots[0]
+        m, d = sim.model._model, sim.data._data
+        joints = [m.joint(n).id for n in robot.robot_joints]
+        bodies = m.jnt_bodyid[joints]
+        site = m.site(robot.eef_site_id["right"] if isinstance(robot.eef_site_id, dict)
+                      else robot.eef_site_id).id  # fmt: skip
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, d.site_xmat[site])
+        return {
+            "joint_world_pos": d.xanchor[joints].copy(),
+            "joint_world_quat": d.xquat[bodies].copy(),
+            "gripper_world_pos": d.site_xpos[site].copy(),
+            "gripper_world_quat": quat,
+        }
+
+    def _info(self, success: bool | None = None) -> dict[str, Any]:
+        info: dict[str, Any] = {"is_success": self.is_success() if success is None else success}
+        info["cameras"] = {c: self.camera_params(c) for c in self.cameras}
+        info.update(self.joint_world_poses())
+        return info
 
     def render(self) -> np.ndarray:
         """A fresh upright image of the first camera."""
@@ -296,6 +347,10 @@ class RobosuiteEnv(gym.Env):
             out["eef_pos"] = out["robot0_eef_pos"]
         if "robot0_eef_quat" in out:
             out["eef_quat"] = out["robot0_eef_quat"][[3, 0, 1, 2]].copy()
+        if "robot0_gripper_qpos" in out:  # finger joints (+, -), 0.04 m each when open (Panda)
+            fingers = out["robot0_gripper_qpos"]
+            spread = float(fingers[0] - fingers[-1]) if fingers.size > 1 else float(fingers[0])
+            out["gripper_open"] = np.array([np.clip(spread / 0.08, 0, 1)], np.float32)
         return out
 
 

@@ -218,6 +218,10 @@ class TabletopEnv(gym.Env):
     def is_success(self) -> bool:
         return self.task.is_success(self)
 
+    def observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The observation and info of the current state (after :meth:`set_state`)."""
+        return self._obs(), self._info()
+
     # ---------------------------------------------------------------- observations
     def _obs(self) -> dict[str, np.ndarray]:
         obs = {f"{c}_image": self.render_camera(c) for c in self.cameras}
@@ -242,16 +246,9 @@ class TabletopEnv(gym.Env):
 
     def camera_params(self, camera: str) -> dict[str, np.ndarray]:
         """Intrinsics (3x3, pixels) and OpenCV-convention extrinsics (4x4 world->camera)."""
-        cid = self.model.camera(camera).id
-        f = 0.5 * self.image_size / np.tan(np.deg2rad(self.model.cam_fovy[cid]) / 2)
-        c = self.image_size / 2.0
-        intr = np.array([[f, 0, c], [0, f, c], [0, 0, 1.0]])
-        rot = self.data.cam_xmat[cid].reshape(3, 3)  # columns: right, up, backward
-        r_cv = np.diag([1.0, -1.0, -1.0]) @ rot.T
-        ext = np.eye(4)
-        ext[:3, :3] = r_cv
-        ext[:3, 3] = -r_cv @ self.data.cam_xpos[cid]
-        return {"intrinsics": intr, "extrinsics": ext}
+        from envs.cameras import mujoco_camera_params
+
+        return mujoco_camera_params(self.model, self.data, camera, self.image_size)
 
     def joint_world_poses(self) -> dict[str, np.ndarray]:
         """World positions (7, 3) and quaternions (7, 4) of the arm's joints, and the gripper's."""

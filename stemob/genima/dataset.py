@@ -277,10 +277,17 @@ def build_dataset(
     textures = _Textures(config.textures)
     env_args = getattr(episodes, "env_args", None) or {"env_name": "", "type": 0, "env_kwargs": {}}
     started, frames = time.perf_counter(), 0
+    if partial.exists():
+        with h5py.File(partial, "r") as h5:
+            data = h5.get("data")
+            other = data is not None and data.attrs.get("genima", record) != record
+            done = data is not None and any(g.attrs.get("genima_complete") for g in data.values())
+        if other and done:
+            raise StemobError(f"{partial}: a partial build with other settings; remove it")
+        if other:  # our own scratch, nothing finished in it (e.g. a refused build)
+            partial.unlink()
     with h5py.File(partial, "a") as h5:
         data = h5.require_group("data")
-        if data.attrs.get("genima", record) != record:
-            raise StemobError(f"{partial}: a partial build with other settings; remove it")
         data.attrs["genima"] = record
         bar = tqdm(range(len(episodes)), desc=f"GENIMA targets {source.name}", unit="demo",
                    disable=not progress)  # fmt: skip
