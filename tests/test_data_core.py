@@ -330,9 +330,13 @@ def test_stemob_online_inverts_with_fresh_noise(tmp_path, tiny_uncond_model):
     assert torch.equal(a["obs"]["wrist_rgb"], raw.get_batch([0, 1])["obs"]["wrist_rgb"])
 
 
-def test_cache_needs_robomimic_source(tmp_path):
+def test_a_folder_without_its_cache_names_the_command(tmp_path):
+    """Any format has a Stem-OB cache now; a missing one is named with the command that builds
+    it, and lazy image loading still needs HDF5."""
     from stemob.data.folder import write_folder
 
     root = write_folder(tmp_path / "f", make_episodes(count=1))
-    with pytest.raises(StemobError, match="convert it first"):
+    with pytest.raises(StemobError, match="no Stem-OB cache.*stemob-invert-dataset --dataset"):
         DemoDataset(DatasetConfig(path=root, stemob=InversionSettings()))
+    with pytest.raises(StemobError, match="in_memory=False needs a robomimic HDF5"):
+        DemoDataset(DatasetConfig(path=root, in_memory=False))

@@ -14,20 +14,33 @@ from policies.base import policy_class
 FOLDER = Path(__file__).resolve().parents[1] / "configs" / "policy"
 # made-up observations: two 96 px cameras (the tabletop suite's size) and a low-dim state
 SHAPES = {"front_image": [3, 96, 96], "wrist_image": [3, 96, 96], "eef_pos": [3]}
-ACTION_DIM = 7
+ACTION_DIM = 8  # 7 joints + gripper (GENIMA's controller's binary dim 7)
 EXPECTED = {
     "diffusion": ("diffusion", diffusion.paper_config),
     "diffusion_small": ("diffusion", diffusion.small_config),
     "act": ("act", act.paper_config),
     "act_small": ("act", act.small_config),
+    "genima_controller": (
+        "act",
+        lambda shapes, dim: act.small_config(
+            shapes, dim, temporal_ensemble_coeff=None, binary_action_dims=[7]
+        ),
+    ),
 }
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((FOLDER / f"{name}.yaml").read_text())
+    """A group option with its ``defaults`` (another option of the group) merged under it."""
+    section = yaml.safe_load((FOLDER / f"{name}.yaml").read_text())
+    bases = [d for d in section.pop("defaults", []) if d != "_self_"]
+    for base in bases:
+        parent = load(base)
+        section = {**parent, **section, "config": {**parent.get("config", {}),
+                                                   **section.get("config", {})}}  # fmt: skip
+    return section
 
 
-def test_group_has_the_four_options():
+def test_group_has_every_option():
     assert sorted(p.stem for p in FOLDER.glob("*.yaml")) == sorted(EXPECTED)
 
 
