@@ -65,16 +65,20 @@ def export_inverted(
     record = read_cache_record(cache)
     meta = {**record, "source": str(source.resolve()), "cache": str(cache.resolve())}
     fmt = detect_format(source) if reader == "auto" else reader
+    if fmt not in ("robomimic", "rlbench", "lerobot", "folder"):
+        raise StemobError(f"--export: unknown format {fmt!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_of(out)  # each writer fills it; renamed only when complete
     if fmt == "robomimic":
-        return _export_hdf5(source, cache, out, record, meta)
-    if fmt == "rlbench":
-        return _export_rlbench(source, cache, out, record, meta, progress)
-    if fmt == "lerobot":
-        return _export_lerobot(source, cache, out, record, meta, crf, pix_fmt)
-    if fmt == "folder":
-        return _export_folder(source, cache, out, record, meta)
-    raise StemobError(f"--export: unknown format {fmt!r}")
+        _export_hdf5(source, cache, tmp, record, meta)
+    elif fmt == "rlbench":
+        _export_rlbench(source, cache, tmp, record, meta, progress)
+    elif fmt == "lerobot":
+        _export_lerobot(source, cache, tmp, record, meta, crf, pix_fmt)
+    else:
+        _export_folder(source, cache, tmp, record, meta)
+    os.replace(tmp, out)
+    return out
 
 
 def _cached(cache: Any, demo: str, key: str) -> np.ndarray:
@@ -85,14 +89,13 @@ def _cached(cache: Any, demo: str, key: str) -> np.ndarray:
 
 
 def _export_hdf5(
-    source: Path, cache: Path, out: Path, record: dict[str, Any], meta: dict[str, Any]
-) -> Path:
+    source: Path, cache: Path, tmp: Path, record: dict[str, Any], meta: dict[str, Any]
+) -> None:
     import h5py
 
     from stemob.inversion.inverter import Inverter
     from stemob.inversion.settings import InversionSettings
 
-    tmp = _tmp_of(out)
     shutil.copyfile(source, tmp)
     inverter: Inverter | None = None
     with (
@@ -125,25 +128,22 @@ def _export_hdf5(
                 last = inverter.invert(raw_next[-1:], [(episode, len(raw_next), key)])
                 nxt[...] = np.concatenate([frames[1:], last])
         h5.attrs["stemob"] = json.dumps(meta, sort_keys=True)
-    os.replace(tmp, out)
-    return out
 
 
 def _export_rlbench(
     source: Path,
     cache: Path,
-    out: Path,
+    tmp: Path,
     record: dict[str, Any],
     meta: dict[str, Any],
     progress: bool,
-) -> Path:
+) -> None:
     import h5py
     from PIL import Image
     from tqdm import tqdm
 
     episodes = open_reader(source, "rlbench")
     root = source if source.is_dir() else source.parent
-    tmp = _tmp_of(out)
     shutil.copytree(root, tmp)
     with h5py.File(cache, "r") as inv:
         for index in tqdm(
@@ -155,14 +155,12 @@ def _export_rlbench(
                 for step, frame in enumerate(_cached(inv, f"demo_{index}", key)):
                     Image.fromarray(frame).save(tmp / folder / key / f"{step}.png")
     (tmp / STEMOB_META).write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out)
-    return out
 
 
-def _inverted_episodes(source: Path, cache: Path, fmt: str, keys: list[str]) -> list[Any]:
+def _inverted_episodes(episodes: Any, cache: Path, keys: list[str]) -> list[Any]:
+    """Every episode of a reader, its inverted keys replaced by the cache's frames."""
     import h5py
 
-    episodes = open_reader(source, fmt)
     out = []
     with h5py.File(cache, "r") as inv:
         for index in range(len(episodes)):
@@ -176,34 +174,28 @@ def _inverted_episodes(source: Path, cache: Path, fmt: str, keys: list[str]) -> 
 def _export_lerobot(
     source: Path,
     cache: Path,
-    out: Path,
+    tmp: Path,
     record: dict[str, Any],
     meta: dict[str, Any],
     crf: int,
     pix_fmt: str,
-) -> Path:
+) -> None:
     from stemob.data.lerobot import write_lerobot
 
-    episodes = _inverted_episodes(source, cache, "lerobot", record["keys"])
+    episodes = _inverted_episodes(open_reader(source, "lerobot"), cache, record["keys"])
     fps = float(episodes[0].attrs.get("fps") or 10.0)
     language = episodes[0].attrs.get("language") or ["task"]
-    tmp = _tmp_of(out)
     write_lerobot(tmp, episodes, fps=fps, version="v3.0", task=str(language[0]), crf=crf, pix_fmt=pix_fmt,
                   extra_meta={STEMOB_META: meta})  # fmt: skip
-    os.replace(tmp, out)
-    return out
 
 
 def _export_folder(
-    source: Path, cache: Path, out: Path, record: dict[str, Any], meta: dict[str, Any]
-) -> Path:
+    source: Path, cache: Path, tmp: Path, record: dict[str, Any], meta: dict[str, Any]
+) -> None:
     from stemob.data.folder import write_folder
 
     reader = open_reader(source, "folder")
-    episodes = _inverted_episodes(source, cache, "folder", record["keys"])
-    tmp = _tmp_of(out)
+    episodes = _inverted_episodes(reader, cache, record["keys"])
     write_folder(tmp, episodes, fps=getattr(reader, "fps", None),
                  env_args=getattr(reader, "env_args", None))  # fmt: skip
     (tmp / STEMOB_META).write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out)
-    return out
