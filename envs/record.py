@@ -27,13 +27,9 @@ ENV_TYPE = "stemob_tabletop"
 
 
 def env_args_of(env: Any) -> dict[str, Any]:
-    """robomimic's ``{env_name, type, env_kwargs}`` of an env (a TabletopEnv's, or the one a
-    backend env reports itself)."""
-    from envs import GYM_IDS
-
-    if not hasattr(env, "task_name") and hasattr(env, "env_args"):
-        return dict(env.env_args)
-    return {"env_name": GYM_IDS[env.task_name], "type": ENV_TYPE, "env_kwargs": env.env_kwargs}
+    """robomimic's ``{env_name, type, env_kwargs}`` of an env (each backend's env reports its own:
+    ``TabletopEnv.env_args``, ``RobosuiteEnv.env_args``)."""
+    return dict(env.unwrapped.env_args)
 
 
 def make_env_from_args(env_args: dict[str, Any], **overrides: Any) -> Any:

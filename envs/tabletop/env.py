@@ -113,6 +113,18 @@ class TabletopEnv(gym.Env):
         return _HOME_CACHE["home"].copy()
 
     @property
+    def env_args(self) -> dict[str, Any]:
+        """robomimic's ``{env_name, type, env_kwargs}`` for this env."""
+        from envs import GYM_IDS
+        from envs.record import ENV_TYPE
+
+        return {
+            "env_name": GYM_IDS[self.task_name],
+            "type": ENV_TYPE,
+            "env_kwargs": self.env_kwargs,
+        }
+
+    @property
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that recreate this env (robomimic's ``env_kwargs``)."""
         return {
