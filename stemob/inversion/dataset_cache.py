@@ -367,30 +367,34 @@ def _invert_units(
     todo = [u for u in units if not (parts / f"{u.name}.h5").is_file()]
     total = sum(u.stop - u.start for u in units)
     done = total - sum(u.stop - u.start for u in todo)
-    with tqdm(
-        total=total, initial=done, desc=f"inverting {source.path.name}", unit="frame",
-        disable=not progress,
-    ) as bar:  # fmt: skip
-        for unit in todo:
-            frames = source.frames(unit.demo, unit.key, unit.start, unit.stop)
-            images, latents = [], []
-            for start in range(0, len(frames), batch_size):
-                batch = frames[start : start + batch_size]
-                ids = [(unit.episode, unit.start + start + i, unit.key) for i in range(len(batch))]
-                if store_latents:
-                    rgb, z = inverter.invert(batch, ids, output="both")
-                    latents.append(z.half().numpy())
-                else:
-                    rgb = inverter.invert(batch, ids)
-                images.append(rgb)
-                bar.update(len(batch))
-            tmp = parts / f".{unit.name}.h5.tmp"
-            with h5py.File(tmp, "w") as out:
-                out.create_dataset("images", data=np.concatenate(images))
-                if store_latents:
-                    out.create_dataset("latents", data=np.concatenate(latents))
-            os.replace(tmp, parts / f"{unit.name}.h5")
-    source.close()
+    try:
+        with tqdm(
+            total=total, initial=done, desc=f"inverting {source.path.name}", unit="frame",
+            disable=not progress,
+        ) as bar:  # fmt: skip
+            for unit in todo:
+                frames = source.frames(unit.demo, unit.key, unit.start, unit.stop)
+                images, latents = [], []
+                for start in range(0, len(frames), batch_size):
+                    batch = frames[start : start + batch_size]
+                    ids = [
+                        (unit.episode, unit.start + start + i, unit.key) for i in range(len(batch))
+                    ]
+                    if store_latents:
+                        rgb, z = inverter.invert(batch, ids, output="both")
+                        latents.append(z.half().numpy())
+                    else:
+                        rgb = inverter.invert(batch, ids)
+                    images.append(rgb)
+                    bar.update(len(batch))
+                tmp = parts / f".{unit.name}.h5.tmp"
+                with h5py.File(tmp, "w") as out:
+                    out.create_dataset("images", data=np.concatenate(images))
+                    if store_latents:
+                        out.create_dataset("latents", data=np.concatenate(latents))
+                os.replace(tmp, parts / f"{unit.name}.h5")
+    finally:
+        source.close()
 
 
 def _merge(
