@@ -80,6 +80,38 @@ def test_a_killed_build_resumes_and_other_settings_are_refused(demos, tmp_path):
         build_dataset(demos, GenimaDatasetConfig(horizon=3), out, progress=False)
 
 
+def test_camera_jitter_moves_only_the_controllers_spheres_of_the_named_cameras(demos, tmp_path):
+    from stemob.genima.dataset import CameraJitter
+
+    plain = build_dataset(demos, GenimaDatasetConfig(horizon=5), tmp_path / "a.hdf5",
+                          progress=False)  # fmt: skip
+    jitter = GenimaDatasetConfig(horizon=5, camera_jitter={"cameras": ["front"]})
+    assert isinstance(jitter.camera_jitter, CameraJitter)
+    assert GenimaDatasetConfig(horizon=5).record() == {
+        k: v for k, v in jitter.record().items() if k != "camera_jitter"
+    }  # datasets built without the option keep their digests
+    moved = build_dataset(demos, jitter, tmp_path / "b.hdf5", progress=False)
+    with h5py.File(plain) as a, h5py.File(moved) as b:
+        first, second = a["data/demo_0/obs"], b["data/demo_0/obs"]
+        np.testing.assert_array_equal(first["tiled_target"][:], second["tiled_target"][:])
+        np.testing.assert_array_equal(first["wrist_target"][:], second["wrist_target"][:])
+        assert (first["front_target"][:] != second["front_target"][:]).any()
+    rng = np.random.default_rng(0)
+    e = np.eye(4)
+    e[:3, 3] = [0.2, -0.1, 1.0]
+    for _ in range(20):  # the centre moves by at most 0.1 m per axis, the view turns by <= 0.05
+        m = CameraJitter().move(e, rng)
+        np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
+        centre, was = -m[:3, :3].T @ m[:3, 3], -e[:3, 3]
+        assert np.abs(centre - was).max() <= 0.1 + 1e-12
+        assert np.arccos(np.clip((np.trace(m[:3, :3]) - 1) / 2, -1, 1)) <= 0.05 * np.sqrt(3)
+    with pytest.raises(StemobError, match=r"camera_jitter names camera\(s\) \['side'\]"):
+        build_dataset(demos, GenimaDatasetConfig(camera_jitter={"cameras": ["side"]}),
+                      tmp_path / "c.hdf5", progress=False)  # fmt: skip
+    with pytest.raises(StemobError, match=r"camera_jitter: unknown option\(s\) \['angle'\]"):
+        GenimaDatasetConfig(camera_jitter={"angle": 1})
+
+
 def test_bad_input_is_named(demos, tmp_path, capsys):
     with pytest.raises(StemobError, match=r"horizon 100 is not shorter than the episode"):
         build_dataset(demos, GenimaDatasetConfig(horizon=100), tmp_path / "a.hdf5", progress=False)

@@ -7,7 +7,12 @@ benchmark, 25 episodes per setting, seeds ``100000 + i`` as in the robustness st
 resume after a kill (train.py ``resume=true``; eval.py keeps finished factors).
 
     python tools/genima_controller_study.py run [--only lift_cube] [--steps 6000] [--threads 1]
-    python tools/genima_controller_study.py report      # results/genima/controller.md + JSON
+        [--variant camera_jitter]
+    python tools/genima_controller_study.py report      # the table + JSON in results/genima/
+
+Variants: ``plain`` (the targets drawn from the demos' cameras) and ``camera_jitter`` (the
+controller's front-camera targets drawn from a camera moved by up to Colosseum's camera_pose
+range, per frame: ``dataset.genima.camera_jitter``).
 """
 
 from __future__ import annotations
@@ -26,19 +31,24 @@ BENCHMARKS = {"lift_cube": "colosseum_no_receiver", "put_in_bowl": "colosseum",
               "open_drawer": "colosseum_no_receiver"}  # fmt: skip
 EPISODES = 25
 OUT = ROOT / "results" / "genima"
+VARIANTS = {
+    "plain": [],
+    "camera_jitter": ["dataset.genima.camera_jitter={cameras:[front],position:0.1,euler:0.05}"],
+}
 
 
-def run_dir(task: str, seed: int) -> Path:
-    return ROOT / "outputs" / "genima" / f"controller_{task}_s{seed}"
+def run_dir(task: str, seed: int, variant: str = "plain") -> Path:
+    tag = "" if variant == "plain" else f"_{variant}"
+    return ROOT / "outputs" / "genima" / f"controller_{task}{tag}_s{seed}"
 
 
-def commands(task: str, seed: int, steps: int, threads: int) -> list[list[str]]:
-    run = run_dir(task, seed)
+def commands(task: str, seed: int, steps: int, threads: int, variant: str) -> list[list[str]]:
+    run = run_dir(task, seed, variant)
     train = [
         sys.executable, "train.py", f"task={task}_joint", "dataset=genima",
         "policy=genima_controller", "stemob=none", f"training.steps={steps}",
         f"training.seed={seed}", f"training.threads={threads}", "evaluation.enabled=false",
-        "logger=none", f"run_dir={run}", "resume=true",
+        "logger=none", f"run_dir={run}", "resume=true", *VARIANTS[variant],
     ]  # fmt: skip
     evaluate = [
         sys.executable, "eval.py", f"checkpoint={run}", "genima_oracle.horizon=20",
@@ -51,7 +61,7 @@ def commands(task: str, seed: int, steps: int, threads: int) -> list[list[str]]:
 def run(args: argparse.Namespace) -> None:
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": str(args.threads)}
     for task in args.only or TASKS:
-        for command in commands(task, args.seed, args.steps, args.threads):
+        for command in commands(task, args.seed, args.steps, args.threads, args.variant):
             print("$", " ".join(command), flush=True)
             subprocess.run(command, cwd=ROOT, env=env, check=True)
 
@@ -59,29 +69,31 @@ def run(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rows, factors = [], None
-    for task in TASKS:
-        path = run_dir(task, args.seed) / "oracle" / "results.json"
-        if not path.is_file():
-            rows.append((task, None))
-            continue
-        shutil.copyfile(path, OUT / f"oracle_{task}_s{args.seed}.json")
-        data = json.loads(path.read_text())
-        rows.append((task, data))
-        names = [n for n in data["factors"] if n != data["train_factor"]]
-        factors = names if factors is None or len(names) > len(factors) else factors
+    for variant in VARIANTS:
+        for task in TASKS:
+            path = run_dir(task, args.seed, variant) / "oracle" / "results.json"
+            if not path.is_file():
+                rows.append((task, variant, None))
+                continue
+            tag = "" if variant == "plain" else f"_{variant}"
+            shutil.copyfile(path, OUT / f"oracle_{task}{tag}_s{args.seed}.json")
+            data = json.loads(path.read_text())
+            rows.append((task, variant, data))
+            names = [n for n in data["factors"] if n != data["train_factor"]]
+            factors = names if factors is None or len(names) > len(factors) else factors
     factors = factors or []
-    head = "| task | clean | Gen mean (s.e.) | " + " | ".join(factors) + " |"
-    lines = [head, "|" + "---|" * (3 + len(factors))]
-    for task, data in rows:
+    head = "| task | variant | clean | Gen mean (s.e.) | " + " | ".join(factors) + " |"
+    lines = [head, "|" + "---|" * (4 + len(factors))]
+    for task, variant, data in rows:
         if data is None:
-            lines.append(f"| `{task}` | (not run) |" + " |" * (1 + len(factors)))
+            lines.append(f"| `{task}` | {variant} | (not run) |" + " |" * (1 + len(factors)))
             continue
         got = data["factors"]
         clean = got[data["train_factor"]]
         gen = data["mean_over_perturbations"]
         cells = [f"{100 * got[f]['rate']:.0f}" if f in got else "n/a" for f in factors]
         lines.append(
-            f"| `{task}` | **{100 * clean['rate']:.0f}** ({clean['successes']}/{clean['completed']}) | "
+            f"| `{task}` | {variant} | **{100 * clean['rate']:.0f}** ({clean['successes']}/{clean['completed']}) | "
             f"**{100 * gen['rate']:.1f}** ({100 * gen['stderr']:.1f}) | " + " | ".join(cells) + " |"
         )
     (OUT / "controller_table.md").write_text("\n".join(lines) + "\n")
@@ -98,6 +110,7 @@ def main() -> None:
             p.add_argument("--only", nargs="+", choices=TASKS)
             p.add_argument("--steps", type=int, default=6000)
             p.add_argument("--threads", type=int, default=1)
+            p.add_argument("--variant", choices=list(VARIANTS), default="plain")
     args = parser.parse_args()
     (run if args.command == "run" else report)(args)
 

@@ -10,7 +10,10 @@ The output is a robomimic HDF5 file beside the source (``<stem>.genima-<digest>.
 - ``obs/tiled_rgb``: the cameras' frames tiled (the diffusion agent's input);
 - ``obs/tiled_target``: the same with the target spheres drawn (its training target);
 - ``obs/<cam>_target``: each camera's view with the spheres on a random background (the
-  controller's inputs, :func:`stemob.genima.random_background`), then ``joint_positions`` and
+  controller's inputs, :func:`stemob.genima.random_background`); with ``camera_jitter`` the
+  spheres of the named cameras are projected from a randomly moved camera, per frame, so the
+  controller learns targets seen from cameras that are not where the demos had them
+  (Colosseum's ``camera_pose``); then ``joint_positions`` and
   ``gripper_open`` (its proprioception), and the source's ``actions`` (the joint-action chunk is
   cut from them by the dataset's horizon);
 - ``extras/target_index``: the frame whose pose is drawn, ``min(t + horizon, T - 2)`` as GENIMA's
@@ -47,6 +50,46 @@ FORMAT_VERSION = 1
 
 
 @dataclass
+class CameraJitter:
+    """Random camera moves for the controller's inputs: uniform in +-``position`` metres and
+    +-``euler`` radians about the camera's own axes (Colosseum's ``camera_pose`` factor, which
+    moves the fixed cameras by +-0.1 m and +-0.05 rad in configs/perturbation/camera_pose.yaml)."""
+
+    cameras: list[str] = field(default_factory=lambda: ["front"])
+    position: float = 0.1
+    euler: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.position < 0 or self.euler < 0:
+            raise StemobError(
+                f"camera_jitter: position and euler must be >= 0, got {self.position}, {self.euler}"
+            )
+
+    def move(self, extrinsics: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """World -> camera extrinsics of the camera moved by one random draw."""
+        rotation, translation = extrinsics[:3, :3], extrinsics[:3, 3]
+        centre = -rotation.T @ translation + rng.uniform(-self.position, self.position, 3)
+        turned = euler_rotation(rng.uniform(-self.euler, self.euler, 3)).T @ rotation
+        moved = np.eye(4)
+        moved[:3, :3], moved[:3, 3] = turned, -turned @ centre
+        return moved
+
+
+def euler_rotation(angles: np.ndarray) -> np.ndarray:
+    """The rotation ``Rx(a) @ Ry(b) @ Rz(c)`` of Euler angles ``(a, b, c)``."""
+    out = np.eye(3)
+    for axis, angle in enumerate(angles):
+        c, s = np.cos(angle), np.sin(angle)
+        i, j = [k for k in range(3) if k != axis]
+        turn = np.eye(3)
+        turn[i, i], turn[i, j], turn[j, i], turn[j, j] = c, -s, s, c
+        if axis == 1:  # the y rotation's sine sits on the other side
+            turn[i, j], turn[j, i] = s, -s
+        out = out @ turn
+    return out
+
+
+@dataclass
 class GenimaDatasetConfig:
     """What a GENIMA dataset is built with (recorded in the output's ``data`` attrs).
 
@@ -58,6 +101,7 @@ class GenimaDatasetConfig:
         textures: a folder of background images (GENIMA's ``textures_path``); default procedural.
         alpha_min: the lowest sphere/texture blend (GENIMA: 0.7).
         style: sphere radii, camera scales and joints.
+        camera_jitter: move these cameras at random for the controller's inputs (default off).
     """
 
     cameras: list[str] | None = None
@@ -67,8 +111,16 @@ class GenimaDatasetConfig:
     textures: str | None = None
     alpha_min: float = 0.7
     style: TargetStyle = field(default_factory=TargetStyle)
+    camera_jitter: CameraJitter | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.camera_jitter, dict):
+            unknown = sorted(set(self.camera_jitter) - {"cameras", "position", "euler"})
+            if unknown:
+                raise StemobError(
+                    f"camera_jitter: unknown option(s) {unknown} (known: cameras, position, euler)"
+                )
+            self.camera_jitter = CameraJitter(**self.camera_jitter)
         if self.horizon < 1:
             raise StemobError(f"horizon must be >= 1, got {self.horizon}")
         if not 0.0 <= self.alpha_min <= 1.0:
@@ -77,6 +129,8 @@ class GenimaDatasetConfig:
     def record(self) -> dict[str, Any]:
         out = asdict(self)
         out["grid"] = list(self.grid) if self.grid else None
+        if self.camera_jitter is None:
+            del out["camera_jitter"]  # datasets built before the option keep their digest
         return out
 
 
@@ -205,8 +259,15 @@ def build_episode(
         )
     track = pose_track(episode, config.cameras, where)
     cams = list(track.images)
+    jitter = config.camera_jitter
+    if jitter is not None and set(jitter.cameras) - set(cams):
+        raise StemobError(
+            f"{where}: camera_jitter names camera(s) {sorted(set(jitter.cameras) - set(cams))} "
+            f"that are not drawn (drawn: {cams})"
+        )
     grid = config.grid or (1, len(cams))
     rng = np.random.default_rng([config.seed, demo_seed])
+    moves = np.random.default_rng([config.seed, demo_seed, 1])  # backgrounds stay as without
     out: dict[str, list[np.ndarray]] = {"tiled_rgb": [], "tiled_target": []}
     out.update({f"{c}_target": [] for c in cams})
     targets = np.array([target_index(t, length, config.horizon) for t in range(length)])
@@ -220,9 +281,12 @@ def build_episode(
             )
             frame = track.images[cam][t]
             image, mask = draw_spheres(frame, spheres, k, e)
+            seen, seen_mask = image, mask  # what the controller's input is drawn from
+            if jitter is not None and cam in jitter.cameras:
+                seen, seen_mask = draw_spheres(frame, spheres, k, jitter.move(e, moves))
             texture = textures.draw(rng, *frame.shape[:2])
             out[f"{cam}_target"].append(
-                random_background(image, mask, texture, rng, config.alpha_min)
+                random_background(seen, seen_mask, texture, rng, config.alpha_min)
             )
             frames.append(frame)
             drawn.append(image)
