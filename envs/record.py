@@ -4,7 +4,13 @@
         [seed=0] [image_size=96] [cameras=front,wrist] [action_mode=ee_delta]
         [keep_failed=false] [max_attempts=N] [valid_fraction=0.1] [next_obs=true]
         [steps_after_success=0]
+    python -m envs.record task=robosuite/Lift episodes=200 out=lift.hdf5 image_size=84 \
+        cameras=agentview,robot0_eye_in_hand
 
+Tabletop tasks use their own experts; ``robosuite/<Env>`` (``Lift``, ``Stack``) records
+robosuite's env with the scripted experts of :mod:`envs.robosuite.experts` through its own OSC
+controller, with robosuite's ``env_args`` in the file as robomimic writes them
+(:func:`record_env_args` records any such ``env_args``, e.g. a task config's).
 Episode ``i`` of the attempts uses ``reset(seed=seed + i)``; each demo keeps its reset seed in
 ``stemob_attrs`` (and the ``seed`` attribute), so ``envs.rerender`` can rebuild the same scene.
 """
@@ -93,13 +99,13 @@ def run_episode(env: Any, seed: int, steps_after_success: int = 0) -> tuple[Any,
     """
     from stemob.data.episodes import Episode
 
-    expert = env.task.make_expert(env)
     obs, info = env.reset(seed=seed)
+    expert = env.make_expert()
     frames: dict[str, list] = {k: [] for k in obs}
     extras: dict[str, list] = {}
     actions, rewards, states = [], [], []
     success, done_at = False, None
-    for t in range(env.task.max_episode_steps):
+    for t in range(env.max_episode_steps):
         for k, v in obs.items():
             frames[k].append(v)
         for k, v in _extras(env, info).items():
@@ -144,9 +150,62 @@ def record(
     out: str | Path,
     perturbation: str | None = None,
     seed: int = 0,
-    image_size: int = 96,
-    cameras: Sequence[str] = ("front", "wrist"),
+    image_size: int | None = None,
+    cameras: Sequence[str] | None = None,
     action_mode: str = "ee_delta",
+    **options: Any,
+) -> dict[str, Any]:
+    """Record ``episodes`` expert demos of a tabletop task or ``robosuite/<Env>`` to ``out``
+    (``options``: those of :func:`record_with`). ``image_size`` and ``cameras`` default to the
+    backend's: 96 px front + wrist (tabletop), robomimic's 84 px agentview + eye-in-hand."""
+    if task.startswith("robosuite/"):
+        from envs.robosuite.experts import default_env_args
+
+        if action_mode != "ee_delta":
+            raise StemobError(
+                f"option action_mode: robosuite tasks act through robosuite's OSC controller "
+                f"(ee_delta), got {action_mode!r}"
+            )
+        args = default_env_args(task[len("robosuite/") :])
+        overrides: dict[str, Any] = {}
+        if cameras:
+            overrides["cameras"] = list(cameras)
+        if image_size:
+            overrides["image_size"] = image_size
+        if perturbation:
+            overrides["perturbation"] = perturbation
+        return record_env_args(args, episodes, out, seed=seed, overrides=overrides, **options)
+    from envs.tabletop.env import TabletopEnv
+
+    env = TabletopEnv(
+        task,
+        perturbation=perturbation,
+        image_size=image_size or 96,
+        cameras=cameras or ("front", "wrist"),
+        action_mode=action_mode,
+        terminate_on_success=True,
+    )
+    return record_with(env, episodes, out, seed=seed, **options)
+
+
+def record_env_args(
+    env_args: Mapping[str, Any],
+    episodes: int,
+    out: str | Path,
+    seed: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Record expert demos in the env of robomimic ``env_args`` (any backend with experts)."""
+    env = make_env_from_args(dict(env_args), **{"terminate_on_success": True, **(overrides or {})})
+    return record_with(env, episodes, out, seed=seed, **options)
+
+
+def record_with(
+    env: Any,
+    episodes: int,
+    out: str | Path,
+    seed: int = 0,
     keep_failed: bool = False,
     max_attempts: int | None = None,
     valid_fraction: float = 0.1,
@@ -154,31 +213,30 @@ def record(
     progress: bool = True,
     steps_after_success: int = 0,
 ) -> dict[str, Any]:
-    """Run the expert until ``episodes`` demos are kept; write them atomically to ``out``.
+    """Run ``env``'s expert until ``episodes`` demos are kept; write them atomically to ``out``
+    (closes ``env``).
 
     ``steps_after_success`` extends every demo past the task's success (see :func:`run_episode`):
     chunked policies such as ACT then learn whole chunks instead of padded tails.
     """
     from tqdm import tqdm
 
-    from envs.tabletop.env import TabletopEnv
     from stemob.data.robomimic import write_robomimic
 
-    if episodes < 1:
-        raise StemobError(f"option episodes: expected >= 1, got {episodes}")
-    if steps_after_success < 0:
-        raise StemobError(f"option steps_after_success: expected >= 0, got {steps_after_success}")
-    if not 0 <= valid_fraction < 1:
-        raise StemobError(f"option valid_fraction: expected in [0, 1), got {valid_fraction}")
+    task = env.task_name
+    try:
+        if episodes < 1:
+            raise StemobError(f"option episodes: expected >= 1, got {episodes}")
+        if steps_after_success < 0:
+            raise StemobError(
+                f"option steps_after_success: expected >= 0, got {steps_after_success}"
+            )
+        if not 0 <= valid_fraction < 1:
+            raise StemobError(f"option valid_fraction: expected in [0, 1), got {valid_fraction}")
+    except StemobError:
+        env.close()
+        raise
     max_attempts = max_attempts or 2 * episodes + 10
-    env = TabletopEnv(
-        task,
-        perturbation=perturbation,
-        image_size=image_size,
-        cameras=cameras,
-        action_mode=action_mode,
-        terminate_on_success=True,
-    )
     report: dict[str, Any] = {"attempts": 0, "kept": 0, "failed_seeds": []}
 
     def generate() -> Iterator[Any]:
@@ -233,7 +291,7 @@ def record(
 
 SPEC: dict[str, tuple[type, Any]] = {
     "task": (str, ...), "episodes": (int, ...), "out": (str, ...), "perturbation": (str, ""),
-    "seed": (int, 0), "image_size": (int, 96), "cameras": (str, "front,wrist"),
+    "seed": (int, 0), "image_size": (int, 0), "cameras": (str, ""),
     "action_mode": (str, "ee_delta"), "keep_failed": (bool, False), "max_attempts": (int, 0),
     "valid_fraction": (float, 0.1), "next_obs": (bool, True), "steps_after_success": (int, 0),
 }  # fmt: skip
@@ -249,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             a["out"],
             perturbation=a["perturbation"] or None,
             seed=a["seed"],
-            image_size=a["image_size"],
-            cameras=tuple(c for c in a["cameras"].split(",") if c),
+            image_size=a["image_size"] or None,
+            cameras=tuple(c for c in a["cameras"].split(",") if c) or None,
             action_mode=a["action_mode"],
             keep_failed=a["keep_failed"],
             max_attempts=a["max_attempts"] or None,

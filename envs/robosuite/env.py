@@ -109,10 +109,14 @@ class RobosuiteEnv(gym.Env):
         self.perturbations = RobosuitePerturbations(perturbation, self.env_name)
         robots = kwargs.get("robots", "Panda")
         robot = robots if isinstance(robots, str) else robots[0]
-        if kwargs.get("controller_configs") is not None:
-            kwargs["controller_configs"] = refactor_composite_controller_config(
-                kwargs["controller_configs"], robot, ["right"]
-            )
+        if kwargs.get("controller_configs") is None:  # robosuite's default, written out
+            from robosuite.controllers import load_composite_controller_config
+
+            kwargs["controller_configs"] = load_composite_controller_config(robot=robot)
+            self.source_kwargs["controller_configs"] = copy.deepcopy(kwargs["controller_configs"])
+        kwargs["controller_configs"] = refactor_composite_controller_config(
+            kwargs["controller_configs"], robot, ["right"]
+        )
         kwargs.update(
             has_renderer=False,
             has_offscreen_renderer=bool(self.cameras),
@@ -192,6 +196,20 @@ class RobosuiteEnv(gym.Env):
                 camera_widths=self.image_size,
             )
         return out
+
+    @property
+    def task_name(self) -> str:
+        """The robosuite env name (the recorded demos' ``task`` attribute)."""
+        return self.env_name
+
+    action_mode = "ee_delta"
+    """robosuite's OSC_POSE deltas (dx dy dz ax ay az gripper), the tabletop suite's name."""
+
+    def make_expert(self) -> Any:
+        """The task's scripted expert (:mod:`envs.robosuite.experts`), after a reset."""
+        from envs.robosuite.experts import make_expert
+
+        return make_expert(self)
 
     @property
     def env_args(self) -> dict[str, Any]:

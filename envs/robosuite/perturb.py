@@ -183,9 +183,12 @@ class RobosuitePerturbations:
         return sorted({int(model.geom_matid[g]) for g in geoms if model.geom_matid[g] >= 0})
 
     def _texture_ids(self, model: mujoco.MjModel, geoms: list[int], where: str) -> list[int]:
+        """The RGB textures of the geoms' materials as compiled (an ``object_color`` factor
+        applied before detaches them from the materials; the texture factor re-attaches them)."""
         role = int(mujoco.mjtTextureRole.mjTEXROLE_RGB)
         mats = self._materials(model, geoms)
-        tex = sorted({int(model.mat_texid[m, role]) for m in mats if model.mat_texid[m, role] >= 0})
+        texid = self._defaults.get("mat_texid", model.mat_texid) if model is self._model else model.mat_texid
+        tex = sorted({int(texid[m, role]) for m in mats if texid[m, role] >= 0})
         if not tex:
             raise StemobError(f"{where}: these geoms have no texture to replace")
         return tex
@@ -255,6 +258,7 @@ class RobosuitePerturbations:
                     dirty.add(tex)
                 for mat in self._materials(m, geoms):
                     m.mat_rgba[mat, :3] = 1.0
+                    m.mat_texid[mat] = self._defaults["mat_texid"][mat]
         elif var == "light_color":
             for t, rgb in zip(f.targets, sample_colors(f, rng, len(f.targets)), strict=True):
                 m.light_diffuse[res.lights(t, where)] = rgb

@@ -215,6 +215,15 @@ class TabletopEnv(gym.Env):
             self.renderer = None
 
     # ---------------------------------------------------------------- state
+    @property
+    def max_episode_steps(self) -> int:
+        """The task's step limit."""
+        return int(self.task.max_episode_steps)
+
+    def make_expert(self) -> Any:
+        """The task's scripted expert for the current episode."""
+        return self.task.make_expert(self)
+
     def get_state(self) -> np.ndarray:
         """The simulator state (``mjSTATE_INTEGRATION``) as a flat float64 array."""
         out = np.empty(mujoco.mj_stateSize(self.model, STATE_SPEC))

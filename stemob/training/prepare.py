@@ -46,15 +46,25 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
         if env_args.get("type") == TABLETOP_TYPE:
             _check_steps_after_success(path, after)
         return path
-    if env_args.get("type") != TABLETOP_TYPE or not dataset.get("record_missing", True):
+    from envs.robosuite.types import ROBOSUITE_TYPE
+
+    recordable = env_args.get("type") in (TABLETOP_TYPE, ROBOSUITE_TYPE)
+    if not recordable or not dataset.get("record_missing", True):
         raise StemobError(
-            f"dataset {path} does not exist (option dataset.path); only tabletop tasks can record "
-            "their demonstrations automatically"
+            f"dataset {path} does not exist (option dataset.path); only tabletop and robosuite "
+            "tasks with scripted experts record their demonstrations automatically"
         )
-    from envs.record import record
+    from envs.record import record, record_env_args
 
     kwargs = env_args["env_kwargs"]
     path.parent.mkdir(parents=True, exist_ok=True)
+    if env_args["type"] == ROBOSUITE_TYPE:
+        print(f"recording {demos.get('episodes', 100)} {env_args['env_name']} demonstrations to {path}")
+        record_env_args(
+            env_args, int(demos.get("episodes", 100)), path, seed=int(demos.get("seed", 0)),
+            steps_after_success=after,
+        )  # fmt: skip
+        return path
     print(f"recording {demos.get('episodes', 100)} {kwargs['task']} demonstrations to {path}")
     record(
         kwargs["task"],
@@ -179,7 +189,7 @@ def check_before_long_work(cfg: Mapping[str, Any]) -> None:
     section = cfg["policy"]
     cls = policy_class(section["name"]).config_class
     env_kwargs = ((cfg.get("task") or {}).get("env_args") or {}).get("env_kwargs", {})
-    size = int(env_kwargs.get("image_size", 96))
+    size = int(env_kwargs.get("image_size", env_kwargs.get("camera_heights", 96)))
     action_dim = 8 if env_kwargs.get("action_mode") == "joint_position" else 7
     keys = (cfg.get("dataset") or {}).get("obs_keys") or ["front_image"]
     probe = {k: ([3, size, size] if k.endswith(("_image", "_target")) else [1]) for k in keys}
