@@ -5,7 +5,9 @@
 Single process; the expert is not timed (random ee_delta actions). Figures: steps/s with one
 96x96 camera and with two, reset time without and with all 14 perturbation factors; side by side,
 steps/s with one 84x84 camera for the tabletop suite and for robosuite's Lift (agentview, shadows,
-reflections and multisampling off, OSC_POSE; only where the ``robosuite`` extra is installed).
+reflections and multisampling off, OSC_POSE; only where the ``robosuite`` extra is installed),
+and robosuite Lift with the backend's fast settings against robosuite's defaults, in 50-step
+episodes (the scripted expert's length; the defaults recompile the model at every reset).
 """
 
 from __future__ import annotations
@@ -45,15 +47,21 @@ def steps_per_second(task: str, cameras: tuple[str, ...], steps: int, size: int)
     return steps / elapsed
 
 
-def robosuite_steps_per_second(steps: int, size: int) -> float | None:
-    """robosuite Lift steps per second with one camera (None without the robosuite extra)."""
+def robosuite_steps_per_second(
+    steps: int, size: int, fast: bool = True, episode: int = 200
+) -> float | None:
+    """robosuite Lift steps per second with one camera, a reset every ``episode`` steps (None
+    without the robosuite extra). ``fast``: the backend's settings (shadows, reflections and
+    multisampling off, ``hard_reset=False``); else robosuite's defaults (``hard_reset=True``
+    recompiles the model at every reset, renderer as robosuite sets it up)."""
     import importlib.util
 
     if importlib.util.find_spec("robosuite") is None:
         return None
     from envs.robosuite.env import RobosuiteEnv
 
-    env = RobosuiteEnv("Lift", {"robots": "Panda"}, cameras=("agentview",), image_size=size)
+    env = RobosuiteEnv("Lift", {"robots": "Panda"}, cameras=("agentview",), image_size=size,
+                       fast_render=fast, hard_reset=not fast)  # fmt: skip
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     for _ in range(10):  # warm-up
@@ -62,7 +70,7 @@ def robosuite_steps_per_second(steps: int, size: int) -> float | None:
     actions = rng.uniform(low, high, (steps, low.shape[0])).astype(np.float32) * 0.3
     start = time.perf_counter()
     for i in range(steps):
-        if i % 200 == 0 and i:
+        if i % episode == 0 and i:
             env.reset(seed=i)
         env.step(actions[i])
     elapsed = time.perf_counter() - start
@@ -118,6 +126,13 @@ def main() -> None:
         ),
         "robosuite_lift_steps_per_s_1cam_side": median(
             robosuite_steps_per_second, args.steps, args.side_size
+        ),
+        # robosuite Lift episodes as the scripted expert records them (50 steps, then a reset)
+        "robosuite_lift_fast_steps_per_s_50step_episodes": median(
+            robosuite_steps_per_second, args.steps, args.side_size, True, 50
+        ),
+        "robosuite_lift_default_steps_per_s_50step_episodes": median(
+            robosuite_steps_per_second, args.steps, args.side_size, False, 50
         ),
         "reset_ms": median(reset_ms, args.task, None, args.resets),
         "reset_ms_all_perturbations": median(reset_ms, args.task, all_yaml, args.resets),

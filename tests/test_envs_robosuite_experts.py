@@ -54,6 +54,14 @@ def test_recorded_lift_demos_are_robomimic_files_whose_actions_replay_to_success
         assert info["is_success"] and terminated
     finally:
         env.close()
+    from stemob.genima.dataset import GenimaDatasetConfig, build_dataset
+
+    genima = build_dataset(out, GenimaDatasetConfig(horizon=5), tmp_path / "g.hdf5", progress=False)
+    with h5py.File(genima) as f:  # the recording carries what GENIMA's targets are drawn from
+        obs = f["data/demo_0/obs"]
+        assert {"agentview_target", "robot0_eye_in_hand_target", "tiled_target"} <= set(obs)
+        assert obs["tiled_target"].shape[1:] == (32, 64, 3)
+        assert (obs["tiled_target"][:] != obs["tiled_rgb"][:]).any(axis=(1, 2, 3)).all()
 
 
 def test_stack_expert_stacks_and_unknown_tasks_are_refused():
