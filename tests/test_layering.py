@@ -13,7 +13,7 @@ PACKAGES = ("stemob", "policies", "envs")
 ALLOWED = {
     "stemob.errors": set(),
     "stemob.inversion": {"stemob.errors"},
-    "stemob.genima": {"stemob.errors", "stemob.data"},  # targets need camera matrices and points
+    "stemob.genima": {"stemob.errors", "stemob.data", "stemob.inversion"},  # targets; the drawer loads diffusers models
     "stemob.data": {"stemob.errors", "stemob.inversion"},
     "policies": {"stemob.errors", "stemob.inversion"},
     "envs": {"stemob.errors", "stemob.inversion", "stemob.data"},

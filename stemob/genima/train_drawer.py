@@ -1,0 +1,238 @@
+"""Train GENIMA's diffusion agent (:mod:`stemob.genima.drawer`) on a GENIMA dataset, resumably,
+and score what it draws.
+
+    stemob-genima-drawer train --dataset data/lift_cube_joint/demos_200.genima-<digest>.hdf5 \
+        --out outputs/genima/drawer_lift_cube [--steps 4000] [--batch 16] [--pretrained embedded]
+        [--recipe auto] [--lr 1e-4] [--held-out 10] [--save-every 500] [--seed 0]
+    stemob-genima-drawer score --checkpoint outputs/genima/drawer_lift_cube \
+        --dataset <genima.hdf5> [--frames 64] [--out scores.json]
+
+Training reads ``tiled_rgb`` (the condition) and ``tiled_target`` (what is drawn) of every demo but
+the last ``--held-out`` ones. With the ``concat`` recipe the VAE is frozen, so both are encoded
+once (progress bar) and each step trains the UNet on cached latents. ``<out>/latest/`` holds the
+drawer (``denoiser/``, ``drawer.json``) and ``train_state.pt`` (optimiser, step, generator), written
+to a scratch folder and renamed every ``--save-every`` steps: a killed run resumes there with the
+same command. ``score`` draws targets for held-out frames and reports the spheres' pixel error
+(:mod:`stemob.genima.spheres`) and the time per drawing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stemob.errors import StemobError, run_cli
+
+
+def _demos(path: Path) -> list[str]:
+    import h5py
+
+    from stemob.data.robomimic import demo_sort_key
+
+    if not path.is_file():
+        raise StemobError(f"{path}: no such GENIMA dataset (build it with stemob-genima-dataset)")
+    with h5py.File(path, "r") as h5:
+        if "data" not in h5 or "genima" not in h5["data"].attrs:
+            raise StemobError(f"{path}: not a GENIMA dataset (build it with stemob-genima-dataset)")
+        names = sorted(h5["data"].keys(), key=demo_sort_key)
+        first = h5["data"][names[0]]["obs"]
+        for key in ("tiled_rgb", "tiled_target"):
+            if key not in first:
+                raise StemobError(f"{path}: demo {names[0]!r} lacks obs/{key}")
+    return names
+
+
+def split(names: list[str], held_out: int) -> tuple[list[str], list[str]]:
+    """Training demos and the last ``held_out`` ones."""
+    if not 0 <= held_out < len(names):
+        raise StemobError(f"--held-out {held_out}: the dataset has {len(names)} demos")
+    return names[: len(names) - held_out], names[len(names) - held_out :]
+
+
+def _read(path: Path, names: list[str], key: str) -> np.ndarray:
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        return np.concatenate([h5["data"][n]["obs"][key][()] for n in names])
+
+
+def _encode_all(drawer: Any, images: np.ndarray, batch: int, desc: str) -> torch.Tensor:
+    from tqdm import tqdm
+
+    parts = [drawer.encode(images[i : i + batch])
+             for i in tqdm(range(0, len(images), batch), desc=desc, unit="batch")]  # fmt: skip
+    return torch.cat(parts)
+
+
+def train(args: argparse.Namespace) -> Path:
+    from tqdm import tqdm
+
+    from stemob.genima.drawer import DrawerConfig, TargetDrawer
+
+    dataset, out = Path(args.dataset), Path(args.out)
+    names = _demos(dataset)
+    train_names, _ = split(names, args.held_out)
+    torch.manual_seed(args.seed)
+    latest = out / "latest"
+    state_path = latest / "train_state.pt"
+    settings = {"dataset": str(dataset), "steps": args.steps, "batch": args.batch,
+                "held_out": args.held_out, "seed": args.seed}  # fmt: skip
+    if state_path.is_file():
+        drawer = TargetDrawer.load(latest)
+        state = torch.load(state_path, weights_only=True)
+        if state["settings"] != settings:
+            raise StemobError(f"{out} was started with other settings {state['settings']}; "
+                              "use another --out")  # fmt: skip
+    else:
+        config = DrawerConfig(pretrained=args.pretrained, recipe=args.recipe, lr=args.lr)
+        drawer, state = TargetDrawer(config), None
+    drawer.denoiser.train()
+    optimizer = torch.optim.AdamW(drawer.trainable(), lr=drawer.config.lr, weight_decay=1e-2)
+    generator = torch.Generator().manual_seed(args.seed)
+    step = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = int(state["step"])
+    if step >= args.steps:
+        return latest
+    observations = _read(dataset, train_names, "tiled_rgb")
+    targets = _read(dataset, train_names, "tiled_target")
+    cached = drawer.recipe == "concat"  # a frozen VAE and a latent condition: encode once
+    if cached:
+        observations = _encode_all(drawer, observations, 64, "encoding observations")
+        targets = _encode_all(drawer, targets, 64, "encoding targets")
+    bar = tqdm(total=args.steps, initial=step, desc="training the drawer", unit="step")
+    started, log = time.perf_counter(), out / "log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    while step < args.steps:
+        index = torch.randint(0, len(targets), (args.batch,), generator=generator).numpy()
+        if cached:
+            loss = drawer.loss_from_latents(targets[index], observations[index], generator)
+        else:
+            loss = drawer.loss(observations[index], targets[index], generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 50 == 0:
+            with log.open("a") as f:
+                f.write(json.dumps({"step": step, "loss": loss.item(),
+                                    "s_per_step": (time.perf_counter() - started) / 50}) + "\n")  # fmt: skip
+            started = time.perf_counter()
+        if step % args.save_every == 0 or step == args.steps:
+            _save(drawer, optimizer, generator, step, settings, out)
+    bar.close()
+    return latest
+
+
+def _save(drawer: Any, optimizer: Any, generator: Any, step: int, settings: dict, out: Path) -> None:
+    """``<out>/latest`` replaced atomically (scratch folder, then rename)."""
+    scratch, latest, old = out / "latest.tmp", out / "latest", out / "latest.old"
+    shutil.rmtree(scratch, ignore_errors=True)
+    drawer.save(scratch)
+    torch.save({"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "step": step, "settings": settings}, scratch / "train_state.pt")  # fmt: skip
+    shutil.rmtree(old, ignore_errors=True)
+    if latest.exists():
+        os.replace(latest, old)
+    os.replace(scratch, latest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def score(args: argparse.Namespace) -> dict[str, Any]:
+    import h5py
+
+    from stemob.genima.drawer import TargetDrawer
+    from stemob.genima.spheres import score_frames
+
+    dataset = Path(args.dataset)
+    names = _demos(dataset)
+    _, held = split(names, args.held_out)
+    drawer = TargetDrawer.load(Path(args.checkpoint) / "latest"
+                               if (Path(args.checkpoint) / "latest").is_dir() else args.checkpoint)  # fmt: skip
+    drawer.denoiser.eval()
+    with h5py.File(dataset, "r") as h5:
+        record = json.loads(h5["data"].attrs["genima"])["config"]
+        keys = list(h5["data"][held[0]]["obs"])
+    views = len([k for k in keys if k.endswith("_target") and k != "tiled_target"])
+    grid = tuple(record["grid"]) if record.get("grid") else (1, views)
+    observations = _read(dataset, held, "tiled_rgb")
+    truth = _read(dataset, held, "tiled_target")
+    rng = np.random.default_rng(args.seed)
+    pick = np.sort(rng.choice(len(truth), min(args.frames, len(truth)), replace=False))
+    drawn, started = [], time.perf_counter()
+    for i in range(0, len(pick), 8):
+        drawn.append(drawer.draw(observations[pick[i : i + 8]], seed=args.seed + i))
+    per_frame_ms = 1000 * (time.perf_counter() - started) / len(pick)
+    drawn_all = np.concatenate(drawn)
+    result = {
+        "checkpoint": str(args.checkpoint), "dataset": str(dataset), "held_out_demos": held,
+        "frames": len(pick), "num_inference_steps": drawer.config.num_inference_steps,
+        "ms_per_drawing_batched8": per_frame_ms,
+        "drawn": score_frames(drawn_all, truth[pick], observations[pick], views, grid).summary(),
+        "observation_as_drawing": score_frames(observations[pick], truth[pick], observations[pick],
+                                               views, grid).summary(),  # fmt: skip
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if args.figure:
+        from PIL import Image
+
+        rows = [np.concatenate([observations[p], truth[p], d], 1)
+                for p, d in zip(pick[:6], drawn_all[:6], strict=False)]  # fmt: skip
+        Image.fromarray(np.concatenate(rows, 0)).save(args.figure)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stemob-genima-drawer", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--steps", type=int, default=4000)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--pretrained", default="embedded")
+    t.add_argument("--recipe", default="auto")
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--save-every", type=int, default=500)
+    s = sub.add_parser("score")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--frames", type=int, default=64)
+    s.add_argument("--out", default=None)
+    s.add_argument("--figure", default=None, help="PNG: observation | ground truth | drawn")
+    for p in (t, s):
+        p.add_argument("--held-out", type=int, default=10)
+        p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> Any:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        path = train(args)
+        print(f"drawer: {path}")
+        return path
+    result = score(args)
+    print(json.dumps({k: v for k, v in result.items() if k != "held_out_demos"}, indent=1))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``stemob-genima-drawer``: exit status 2 with one line for bad input."""
+    raise SystemExit(run_cli(run, argv, "stemob-genima-drawer"))

@@ -1,0 +1,117 @@
+"""GENIMA's diffusion agent (stemob/genima/drawer.py): both recipes build, train and draw on tiny
+models; the trainer resumes and refuses other settings; sphere scoring finds spheres by colour."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from stemob.errors import StemobError
+from stemob.genima.drawer import DrawerConfig, TargetDrawer
+from stemob.genima.spheres import centroids, score_frames
+from stemob.genima.targets import JOINT_COLORS, OPEN_COLOR
+
+
+def _frames(n: int, h: int = 16, w: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    obs = rng.integers(60, 120, (n, h, w, 3), dtype=np.uint8)
+    target = obs.copy()
+    target[:, 4:8, 4:8] = OPEN_COLOR
+    target[:, 8:12, 20:24] = JOINT_COLORS[1]
+    return obs, target
+
+
+@pytest.mark.parametrize("model", ["tiny_uncond_model", "tiny_model"])
+def test_both_recipes_train_draw_save_and_load(model, request, tmp_path, one_torch_thread):
+    folder = request.getfixturevalue(model)
+    drawer = TargetDrawer(DrawerConfig(pretrained=str(folder), num_inference_steps=2))
+    assert drawer.recipe == ("concat" if model == "tiny_uncond_model" else "controlnet")
+    obs, target = _frames(4)
+    optimizer = torch.optim.AdamW(drawer.trainable(), lr=1e-3)
+    before = [p.detach().clone() for p in drawer.trainable()]
+    frozen = [p.detach().clone() for p in drawer.vae.parameters()]
+    for _ in range(2):
+        loss = drawer.loss(obs, target, torch.Generator().manual_seed(0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss)
+    assert any((a != b).any() for a, b in zip(before, drawer.trainable(), strict=True))
+    assert all((a == b).all() for a, b in zip(frozen, drawer.vae.parameters(), strict=True))
+    drawn = drawer.draw(obs[:2], seed=3)
+    assert drawn.shape == obs[:2].shape and drawn.dtype == np.uint8
+    np.testing.assert_array_equal(drawn, drawer.draw(obs[:2], seed=3))  # seeded
+    drawer.save(tmp_path / "d")
+    again = TargetDrawer.load(tmp_path / "d")
+    np.testing.assert_array_equal(again.draw(obs[:2], seed=3), drawn)
+
+
+def test_concat_recipe_starts_as_the_prior(tiny_uncond_model):
+    """The widened first convolution has zero weights for the condition: before training the
+    drawer's noise prediction ignores the observation, as the prior's does."""
+    from stemob.inversion.models import load_model
+
+    drawer = TargetDrawer(DrawerConfig(pretrained=str(tiny_uncond_model)))
+    prior = load_model(str(tiny_uncond_model), with_unet=True).unet
+    noisy, t = torch.randn(1, 4, 4, 8), torch.tensor([10])
+    with torch.no_grad():
+        ours = drawer.predict(noisy, t, torch.randn(1, 4, 4, 8))
+        theirs = prior(noisy, t).sample
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_bad_recipes_and_sizes_are_named(tiny_model, tiny_uncond_model):
+    with pytest.raises(StemobError, match="recipe concat needs an unconditional UNet2DModel"):
+        TargetDrawer(DrawerConfig(pretrained=str(tiny_model), recipe="concat"))
+    with pytest.raises(StemobError, match="recipe controlnet needs a text-conditioned"):
+        TargetDrawer(DrawerConfig(pretrained=str(tiny_uncond_model), recipe="controlnet"))
+    with pytest.raises(StemobError, match="recipe 'x'"):
+        DrawerConfig(recipe="x")
+    drawer = TargetDrawer(DrawerConfig(pretrained=str(tiny_uncond_model)))
+    with pytest.raises(StemobError, match="multiples of the VAE's downsampling 4"):
+        drawer.draw(np.zeros((1, 10, 16, 3), np.uint8))
+
+
+def test_sphere_scoring_matches_moves_and_misses():
+    obs, target = _frames(1)
+    view = centroids(target[0], obs[0], tolerance=0)
+    assert view["gripper_open"] == pytest.approx((6.0, 6.0)) and view["joint1"] == (22.0, 10.0)
+    moved = obs.copy()
+    moved[:, 4:8, 6:10] = OPEN_COLOR  # the gripper sphere 2 px to the right, joint 1 missing
+    score = score_frames(moved, target, obs, views=2, grid=(1, 2)).summary()
+    assert score["spheres"] == 2 and score["median_px"] == pytest.approx(2.0)
+    assert score["missed"] == 1 and score["false_spheres"] == 0
+
+
+def test_trainer_resumes_and_scores(tiny_uncond_model, tmp_path, one_torch_thread):
+    from stemob.genima.train_drawer import main, run
+
+    data = tmp_path / "g.hdf5"
+    with h5py.File(data, "w") as h5:
+        group = h5.create_group("data")
+        group.attrs["genima"] = json.dumps({"config": {"grid": None}})
+        for d in range(3):
+            obs, target = _frames(6, seed=d)
+            group.create_dataset(f"demo_{d}/obs/tiled_rgb", data=obs)
+            group.create_dataset(f"demo_{d}/obs/tiled_target", data=target)
+            for cam in ("front_target", "wrist_target"):
+                group.create_dataset(f"demo_{d}/obs/{cam}", data=obs[:, :, :16])
+    out = tmp_path / "run"
+    common = ["--dataset", str(data), "--out", str(out), "--pretrained", str(tiny_uncond_model),
+              "--batch", "2", "--held-out", "1", "--save-every", "2"]  # fmt: skip
+    run(["train", *common, "--steps", "2"])
+    state = torch.load(out / "latest" / "train_state.pt", weights_only=True)
+    assert state["step"] == 2
+    with pytest.raises(StemobError, match="other settings"):
+        run(["train", *common, "--steps", "4", "--seed", "1"])
+    run(["train", *common[:-2], "--save-every", "2", "--steps", "2"])  # finished: nothing to do
+    result = run(["score", "--checkpoint", str(out), "--dataset", str(data), "--held-out", "1",
+                  "--frames", "3", "--out", str(tmp_path / "s.json")])  # fmt: skip
+    assert result["frames"] == 3 and result["observation_as_drawing"]["missed"] == 6
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--dataset", str(tmp_path / "none.hdf5"), "--out", str(out)])
+    assert stopped.value.code == 2
