@@ -171,3 +171,32 @@ def test_controller_trains_on_a_genima_dataset_and_evaluates_on_oracle_targets(
     with pytest.raises(StemobError, match="front_target"):  # without oracle targets: named key
         evaluate_from_config({**eval_cfg, "genima_oracle": {"horizon": None},
                               "output_dir": str(tmp_path / "eval2")})  # fmt: skip
+    # the closed loop: a (barely trained) drawer draws the targets the controller follows
+    from stemob.evaluation.genima_drawn import DrawnEnvFactory, drawer_layout
+    from stemob.genima.train_drawer import run as drawer_cli
+
+    drawer = tmp_path / "drawer"
+    drawer_cli(["train", "--dataset", str(built[0]), "--out", str(drawer), "--steps", "2",
+                "--batch", "2", "--held-out", "1"])  # fmt: skip
+    assert drawer_layout(drawer) == (["front", "wrist"], (1, 2))
+    closed = evaluate_from_config({**eval_cfg, "genima_oracle": {"horizon": None},
+                                   "genima_agent": {"drawer": str(drawer), "horizon": 5},
+                                   "output_dir": str(tmp_path / "eval3")})  # fmt: skip
+    result = json.loads((closed / "results.json").read_text())["factors"]["light_color"]
+    assert result["completed"] == 2 and result["errors"] == 0
+    env = DrawnEnvFactory(str(drawer), horizon=5)(json.loads(saved_env_args(run)), None)
+    obs, _ = env.reset(seed=1)
+    assert obs["front_target"].shape == obs["front_image"].shape and len(env.drawing_ms) == 1
+    for _ in range(5):
+        obs, *_ = env.step(env.action_space.sample())
+    assert len(env.drawing_ms) == 2  # redrawn every horizon steps
+    env.close()
+    with pytest.raises(StemobError, match="choose one target source"):
+        evaluate_from_config({**eval_cfg, "genima_agent": {"drawer": str(drawer)},
+                              "output_dir": str(tmp_path / "eval4")})  # fmt: skip
+
+
+def saved_env_args(run) -> str:
+    """The env_args stored in a run's policy checkpoint (JSON)."""
+    config = json.loads(next((run / "checkpoints").glob("step_*/policy/config.json")).read_text())
+    return json.dumps(config["env_args"])

@@ -247,6 +247,13 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         from stemob.evaluation.genima_oracle import OracleEnvFactory
 
         options["env_factory"] = OracleEnvFactory(int(oracle["horizon"]))
+    agent = cfg.get("genima_agent") or {}
+    if agent.get("drawer"):
+        if oracle.get("horizon"):
+            raise StemobError("genima_agent.drawer and genima_oracle.horizon: choose one target source")
+        from stemob.evaluation.genima_drawn import DrawnEnvFactory
+
+        options["env_factory"] = DrawnEnvFactory(str(agent["drawer"]), int(agent.get("horizon") or 20))
     episodes = int(cfg.get("episodes", 50))
     overrides = dict(cfg.get("policy_overrides") or {})
     logger = RunLogger.from_config(out, cfg, cfg.get("logger"), enabled=main)
