@@ -1,7 +1,8 @@
 """GENIMA's joint-action targets (Shridhar et al., CoRL 2024): the robot's pose a few steps ahead
 drawn as coloured spheres on the camera images, tiled views, and the random-background copies
-its controller learns from. Pure numpy: the dataset tools, the evaluation and the policies can
-all use it (it needs only camera matrices and 3-D points)."""
+its controller learns from. These are pure numpy (they need only camera matrices and 3-D points);
+the diffusion agent that draws targets (:mod:`stemob.genima.drawer`, torch and diffusers) and its
+trainer (:mod:`stemob.genima.train_drawer`) are imported on their own."""
 
 from stemob.genima.targets import (
     CLOSED_COLOR,
