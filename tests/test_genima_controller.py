@@ -144,7 +144,10 @@ def test_controller_trains_on_a_genima_dataset_and_evaluates_on_oracle_targets(
             "evaluation.enabled=false",
         ]
     )  # fmt: skip
-    run = train(cfg)
+    from stemob.evaluation.suite import make_evaluator
+
+    run = train(cfg, evaluator_factory=make_evaluator)  # as train.py: final clean rollouts
+    assert json.loads((run / "checkpoints" / "best.json").read_text())  # on oracle targets
     built = list(joint_demos.parent.glob("lift_joint.genima-*.hdf5"))
     assert len(built) == 1  # built beside the source on first use
     saved = json.loads(next((run / "checkpoints").glob("step_*/policy/config.json")).read_text())

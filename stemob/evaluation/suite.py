@@ -61,10 +61,18 @@ def make_evaluator(cfg: Mapping[str, Any]) -> Any:
     from stemob.evaluation.rollout import evaluate
 
     training = cfg["training"]
+    dataset = cfg.get("dataset") or {}
+    genima_horizon = (dataset.get("genima") or {}).get("horizon") or dataset.get("genima_horizon")
 
     def evaluator(policy: Any, step: int, out_dir: Path) -> dict[str, Any]:
+        factory = None
+        if genima_horizon:  # GENIMA's controller reads <cam>_target: the expert's, drawn ahead
+            from stemob.evaluation.genima_oracle import OracleEnvFactory
+
+            factory = OracleEnvFactory(int(genima_horizon))
         result = evaluate(
             policy,
+            env_factory=factory,
             episodes=int(training["eval_episodes"]),
             n_envs=int(training["eval_envs"]),
             base_seed=TRAINING_EVAL_SEED,

@@ -99,7 +99,9 @@ def ensure_genima_dataset(dataset: Mapping[str, Any], progress: bool = True) -> 
     path = build_dataset(
         dataset["path"], config, reader=dataset.get("reader", "auto"), progress=progress
     )
-    return {**dataset, "path": str(path), "reader": "robomimic", "genima": None}
+    # the horizon stays known: the training evaluator draws the controller's oracle targets with it
+    return {**dataset, "path": str(path), "reader": "robomimic", "genima": None,
+            "genima_horizon": config.horizon}  # fmt: skip
 
 
 def _check_steps_after_success(path: Path, wanted: int) -> None:
