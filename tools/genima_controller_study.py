@@ -37,13 +37,17 @@ VARIANTS = {
 }
 
 
-def run_dir(task: str, seed: int, variant: str = "plain") -> Path:
-    tag = "" if variant == "plain" else f"_{variant}"
+STEPS = 6000
+
+
+def run_dir(task: str, seed: int, variant: str = "plain", steps: int = STEPS) -> Path:
+    """``controller_<task>[_<variant>][_<steps>steps]_s<seed>`` (steps only when not 6000)."""
+    tag = ("" if variant == "plain" else f"_{variant}") + ("" if steps == STEPS else f"_{steps}steps")
     return ROOT / "outputs" / "genima" / f"controller_{task}{tag}_s{seed}"
 
 
 def commands(task: str, seed: int, steps: int, threads: int, variant: str) -> list[list[str]]:
-    run = run_dir(task, seed, variant)
+    run = run_dir(task, seed, variant, steps)
     train = [
         sys.executable, "train.py", f"task={task}_joint", "dataset=genima",
         "policy=genima_controller", "stemob=none", f"training.steps={steps}",
@@ -71,11 +75,13 @@ def report(args: argparse.Namespace) -> None:
     rows, factors = [], None
     for variant in VARIANTS:
         for task in TASKS:
-            path = run_dir(task, args.seed, variant) / "oracle" / "results.json"
+            path = run_dir(task, args.seed, variant, args.steps) / "oracle" / "results.json"
             if not path.is_file():
                 rows.append((task, variant, None))
                 continue
-            tag = "" if variant == "plain" else f"_{variant}"
+            tag = ("" if variant == "plain" else f"_{variant}") + (
+                "" if args.steps == STEPS else f"_{args.steps}steps"
+            )
             shutil.copyfile(path, OUT / f"oracle_{task}{tag}_s{args.seed}.json")
             data = json.loads(path.read_text())
             rows.append((task, variant, data))
@@ -106,9 +112,9 @@ def main() -> None:
     for name in ("run", "report"):
         p = sub.add_parser(name)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--steps", type=int, default=STEPS)
         if name == "run":
             p.add_argument("--only", nargs="+", choices=TASKS)
-            p.add_argument("--steps", type=int, default=6000)
             p.add_argument("--threads", type=int, default=1)
             p.add_argument("--variant", choices=list(VARIANTS), default="plain")
     args = parser.parse_args()

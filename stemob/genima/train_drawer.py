@@ -12,7 +12,7 @@ the last ``--held-out`` ones. With the ``concat`` recipe the VAE is frozen, so b
 once (progress bar) and each step trains the UNet on cached latents. ``<out>/latest/`` holds the
 drawer (``denoiser/``, ``drawer.json``) and ``train_state.pt`` (optimiser, step, generator), written
 to a scratch folder and renamed every ``--save-every`` steps: a killed run resumes there with the
-same command. ``score`` draws targets for held-out frames and reports the spheres' pixel error
+same command (a larger ``--steps`` continues a finished run). ``score`` draws targets for held-out frames and reports the spheres' pixel error
 (:mod:`stemob.genima.spheres`) and the time per drawing.
 """
 
@@ -84,12 +84,13 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     latest = out / "latest"
     state_path = latest / "train_state.pt"
-    settings = {"dataset": str(dataset), "steps": args.steps, "batch": args.batch,
+    settings = {"dataset": str(dataset), "batch": args.batch,
                 "held_out": args.held_out, "seed": args.seed}  # fmt: skip
     if state_path.is_file():
         drawer = TargetDrawer.load(latest)
         state = torch.load(state_path, weights_only=True)
-        if state["settings"] != settings:
+        same = {k: v for k, v in state["settings"].items() if k != "steps"}
+        if same != {k: v for k, v in settings.items() if k != "steps"}:  # more steps: go on
             raise StemobError(f"{out} was started with other settings {state['settings']}; "
                               "use another --out")  # fmt: skip
     else:
