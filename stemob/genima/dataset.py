@@ -31,6 +31,7 @@ file, the key and what needs it. A killed build resumes: finished demos are kept
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -198,6 +199,13 @@ def pose_track(episode: Any, cameras: Sequence[str] | None, where: str) -> PoseT
                      np.asarray(gripper_open, float))  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:height, 0:width]
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
+
+
 def procedural_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A random background: smooth colour noise, stripes or checks in random colours."""
     kind = int(rng.integers(3))
@@ -208,12 +216,12 @@ def procedural_texture(rng: np.random.Generator, height: int, width: int) -> np.
         y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
         y1, x1 = np.minimum(y0 + 1, coarse.shape[0] - 1), np.minimum(x0 + 1, coarse.shape[1] - 1)
         fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-        top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x1] * fx
-        bottom = coarse[y1][:, x0] * (1 - fx) + coarse[y1][:, x1] * fx
+        across = coarse[:, x0] * (1 - fx) + coarse[:, x1] * fx  # each coarse row, x interpolated
+        top, bottom = across[y0], across[y1]
         return (top * (1 - fy) + bottom * fy).astype(np.uint8)
-    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    a, b = rng.integers(0, 256, 3).astype(np.uint8), rng.integers(0, 256, 3).astype(np.uint8)
     period = int(rng.integers(4, 24))
-    ys, xs = np.mgrid[0:height, 0:width]
+    ys, xs = _pixel_grid(height, width)
     if kind == 1:
         angle = rng.uniform(0, np.pi)
         band = ((xs * np.cos(angle) + ys * np.sin(angle)) // period).astype(int) % 2
