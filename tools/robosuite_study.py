@@ -175,7 +175,7 @@ def main() -> None:
     if args.command == "plan":
         for row in selected:
             state = "done" if study.load_record(row) else "todo"
-            print(f"{state:4} {row.name}\n     {study._shell(row.train_command(args.threads if hasattr(args, 'threads') else 0))}")
+            print(f"{state:4} {row.name}\n     {study._shell(row.train_command())}")
         return
     if args.command == "report":
         print(report())

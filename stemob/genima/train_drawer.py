@@ -89,8 +89,8 @@ def train(args: argparse.Namespace) -> Path:
     if state_path.is_file():
         drawer = TargetDrawer.load(latest)
         state = torch.load(state_path, weights_only=True)
-        same = {k: v for k, v in state["settings"].items() if k != "steps"}
-        if same != {k: v for k, v in settings.items() if k != "steps"}:  # more steps: go on
+        # older runs recorded their steps too; more steps continue a run
+        if {k: v for k, v in state["settings"].items() if k != "steps"} != settings:
             raise StemobError(f"{out} was started with other settings {state['settings']}; "
                               "use another --out")  # fmt: skip
     else:
