@@ -231,3 +231,46 @@ def test_bad_datasets_are_named(tmp_path, robomimic_file, tiny_uncond_model):
         h5.create_group("other")
     with pytest.raises(StemobError, match="no 'data' group"):
         build_cache(tmp_path / "nodata.hdf5", s)
+
+
+def test_noise_draws_are_separate_caches_and_samples_of_one_longer_dataset(
+    robomimic_file, tiny_uncond_model
+):
+    """dataset.stemob_draws: draw m is the cache of seed + m; sample i is window i % n under draw
+    i // n; validation uses draw 0; low-dim data and actions are the same under every draw."""
+    from stemob.data.dataset import DatasetConfig, DemoDataset
+
+    base = settings(tiny_uncond_model, inversion_steps=20)
+    assert base.draw(0) == base and base.draw(2).seed == 2
+    paths = [build_cache(robomimic_file, base.draw(m), progress=False) for m in range(3)]
+    assert len(set(paths)) == 3
+    config = DatasetConfig(
+        path=str(robomimic_file), stemob=base, stemob_draws=3, horizon=4, val_ratio=0.34
+    )
+    drawn, single = DemoDataset(config), DemoDataset(DatasetConfig(**{**vars(config), "stemob_draws": 1}))
+    n = len(single)
+    assert len(drawn) == 3 * n and len(drawn.validation()) == len(single.validation())
+    key = "agentview_image"
+    caches = [read_all(p) for p in paths]
+    windows = single.sampler.windows([5])
+    episode, step = int(windows.episode[0]), int(windows.obs_step[0, -1])
+    name = single.episode_names[episode]
+    for m in range(3):
+        batch = drawn.get_batch([m * n + 5])
+        image = batch["obs"][key][0, -1].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(image, caches[m][f"{name}/{key}"][step])
+        assert torch_equal(batch["action"], single.get_batch([5])["action"])
+    assert not np.array_equal(caches[0][f"{name}/{key}"], caches[1][f"{name}/{key}"])
+    with pytest.raises(IndexError):
+        drawn.get_batch([3 * n])
+    with pytest.raises(StemobError, match="seeded"):
+        DatasetConfig(path="x", stemob=InversionSettings(seed=None), stemob_draws=2)
+    with pytest.raises(StemobError, match="stemob_draws must be a positive integer"):
+        DatasetConfig(path="x", stemob=base, stemob_draws=0)
+    missing = DatasetConfig(**{**vars(config), "stemob_draws": 4})
+    with pytest.raises(StemobError, match="noise draw 3 of stemob_draws=4 .*no Stem-OB cache"):
+        DemoDataset(missing)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())

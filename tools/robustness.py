@@ -69,13 +69,17 @@ EXTRAS = {
         "stemob=ddpm", f"stemob.inversion_steps={K}", "obs_aug=none", "dataset.stemob_latents=true",
         "dataset.cache_dir=data/lift_cube/latent-cache",
     ],
+    "stemob_draws4": [
+        "stemob=ddpm", f"stemob.inversion_steps={K}", "obs_aug=none", "dataset.stemob_draws=4",
+    ],
 }  # fmt: skip
 """Beyond the issue's protocol (lift_cube seed 0 only): Stem-OB plus `aug`'s crop and colour
 jitter, since inversion with the embedded prior keeps global colour shifts (see the findings);
 Stem-OB inverting at 48 px, where the prior's 4x VAE gives the 12x12 latent grid that Stable
 Diffusion's 8x VAE gives a 96 px frame (coarser noise, larger regions merged); and the policy
 reading the inverted latents instead of the decoded frames (their own cache, built with
-latents)."""
+latents); and four noise draws per training frame (`dataset.stemob_draws=4`, four caches), so
+the policy cannot memorise one fixed draw that it never sees again at test time."""
 
 
 EXTRA_SEEDS = {"put_in_bowl/ro": [1]}

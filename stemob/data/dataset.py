@@ -51,6 +51,10 @@ class DatasetConfig:
         stemob_keys: image keys (after renaming) to invert; ``None``: every image key.
         stemob_latents: give the policy the inverted latents of the ``stemob_keys`` (float
             ``(C, h, w)`` maps from a cache built with latents) instead of the decoded frames.
+        stemob_draws: M noise draws per training frame: M caches (draw m's noise seeded by
+            ``stemob.seed + m``, :meth:`InversionSettings.draw`) held in memory, and the dataset is
+            M times longer: sample ``i`` is window ``i % n`` seen through draw ``i // n``, so one
+            pass over the data shows every frame under every draw. The validation split uses draw 0.
         cache_dir: where the Stem-OB cache lives if not beside the dataset.
         in_memory: load every episode into memory once (fast); ``False`` reads images from the
             HDF5 file per batch (robomimic files only; handles reopen in each worker).
@@ -71,6 +75,7 @@ class DatasetConfig:
     stemob_source: str = "cache"
     stemob_keys: list[str] | None = None
     stemob_latents: bool = False
+    stemob_draws: int = 1
     cache_dir: str | None = None
     in_memory: bool = True
     image_stats: bool = True
@@ -103,6 +108,19 @@ class DatasetConfig:
                 "stemob_latents needs Stem-OB settings and stemob_source='cache' (the latents are "
                 "read from the cache)"
             )
+        draws = self.stemob_draws
+        if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+            raise StemobError(f"stemob_draws must be a positive integer, got {draws!r}")
+        if draws > 1:
+            if self.stemob is None or self.stemob_source != "cache" or self.stemob_latents:
+                raise StemobError(
+                    "stemob_draws > 1 needs Stem-OB settings, stemob_source='cache' and decoded "
+                    "frames (stemob_latents=false)"
+                )
+            if self.stemob.seed is None:
+                raise StemobError("stemob_draws > 1 needs a seeded inversion (stemob.seed)")
+            if not self.in_memory:
+                raise StemobError("stemob_draws > 1 needs in_memory=True (the draws are held in memory)")
         self.key_map = dict(self.key_map or {})
         if len(set(self.key_map.values())) != len(self.key_map):
             raise StemobError(f"key_map {self.key_map} maps two keys to the same name")
@@ -125,6 +143,11 @@ class _LazyFile:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_h5": None, "_pid": -1}
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
 
 
 class DemoDataset(torch.utils.data.Dataset):
@@ -159,6 +182,7 @@ class DemoDataset(torch.utils.data.Dataset):
             "all": list(range(len(self.lengths))),
         }[split]
         self.sampler = SequenceSampler(self.lengths, config.n_obs_steps, config.horizon, chosen)
+        self.draws = config.stemob_draws if split != "val" else 1
         self.stats = self._compute_stats(self.train_episodes or list(range(len(self.lengths))))
         self.normalizer = Normalizer(self.stats)
 
@@ -256,7 +280,8 @@ class DemoDataset(torch.utils.data.Dataset):
         if cfg.in_memory:
             for key in self.image_keys:
                 h, w, c = self.image_shapes[key]
-                self.arrays[key] = np.empty((total, c, h, w), np.uint8)
+                rows = total * (cfg.stemob_draws if key in self.stemob_keys else 1)
+                self.arrays[key] = np.empty((rows, c, h, w), np.uint8)
         sources: dict[str, int] = {}
         for index in range(len(self.lengths)):
             episode = first if index == 0 and not is_h5 else self._select_lowdim(index)
@@ -265,10 +290,44 @@ class DemoDataset(torch.utils.data.Dataset):
                 source = str(episode.attrs["action_source"])
                 sources[source] = sources.get(source, 0) + 1
         del first
+        self._load_draws()
         self.action_sources = sources
         """``{where the actions came from: episodes}`` for readers that say (RLBench)."""
         for source, count in sources.items():
             print(f"{cfg.path}: actions of {count} episode(s): {source}")
+
+    def _load_draws(self) -> None:
+        """Noise draws 1..M-1 of the Stem-OB keys (draw 0 is loaded like any cache), each from its
+        own verified cache, into rows ``m * total + flat index`` of the keys' arrays."""
+        cfg = self.config
+        if cfg.stemob_draws == 1:
+            return
+        from stemob.inversion.dataset_cache import find_cache
+
+        frames = None
+        if self.reader.format != "robomimic":
+            from stemob.data.frames import frame_source
+
+            frames = frame_source(cfg.path, self.reader.format, **cfg.reader_kwargs)
+        total = int(self.lengths.sum())
+        self.draw_cache_paths = [self.cache_path]
+        for draw in range(1, cfg.stemob_draws):
+            try:
+                path = find_cache(cfg.path, cfg.stemob.draw(draw), cfg.cache_dir, frames=frames)
+            except StemobError as error:
+                raise StemobError(
+                    f"noise draw {draw} of stemob_draws={cfg.stemob_draws} (stemob.seed "
+                    f"{cfg.stemob.draw(draw).seed}): {error}"
+                ) from error
+            self.draw_cache_paths.append(path)
+            lazy = _LazyFile(path)
+            for key in self.stemob_keys:
+                for index in range(len(self.lengths)):
+                    start = draw * total + int(self.offsets[index])
+                    dataset = self._image_dataset(index, key, lazy)
+                    images = self._read(dataset, index, key)
+                    self.arrays[key][start : start + len(images)] = images.transpose(0, 3, 1, 2)
+            lazy.close()
 
     def _select_lowdim(self, index: int) -> Episode:
         episode = self.reader.read(index)
@@ -307,8 +366,8 @@ class DemoDataset(torch.utils.data.Dataset):
         for key in self.latent_keys:
             self.arrays[key][rows] = self._read(self._latent_dataset(index, key), index, key)
 
-    def _image_dataset(self, index: int, key: str) -> Any:
-        lazy = self._image_files[key]
+    def _image_dataset(self, index: int, key: str, lazy: _LazyFile | None = None) -> Any:
+        lazy = lazy or self._image_files[key]
         name, src = self._file_names[index], self.source_keys[key]
         h5 = lazy.get()
         try:
@@ -392,12 +451,12 @@ class DemoDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ sampling
     def __len__(self) -> int:
-        return len(self.sampler)
+        return len(self.sampler) * self.draws
 
     def validation(self) -> DemoDataset:
         """The validation split, sharing this dataset's arrays and statistics."""
         other = copy.copy(self)
-        other.split = "val"
+        other.split, other.draws = "val", 1
         other.sampler = SequenceSampler(
             self.lengths, self.config.n_obs_steps, self.config.horizon, self.val_episodes
         )
@@ -443,12 +502,18 @@ class DemoDataset(torch.utils.data.Dataset):
 
     def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
         """A collated batch of samples ``indices`` (one vectorised gather per key)."""
-        windows = self.sampler.windows(indices)
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"sample index out of range [0, {len(self)})")
+        windows = self.sampler.windows(indices % len(self.sampler))
+        draw_rows = (indices // len(self.sampler))[:, None] * int(self.lengths.sum())
         obs: dict[str, torch.Tensor] = {}
         online = self.config.stemob is not None and self.config.stemob_source == "online"
         for key in self.obs_keys:
             if key in self.image_keys:
-                images = self._gather_images(key, windows.obs_index)
+                drawn = self.draws > 1 and key in self.stemob_keys
+                rows = windows.obs_index + draw_rows if drawn else windows.obs_index
+                images = self._gather_images(key, rows)
                 if online and key in self.stemob_keys:
                     images = self._invert_online(key, images, windows)
                 obs[key] = torch.from_numpy(images)

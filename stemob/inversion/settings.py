@@ -121,6 +121,15 @@ class InversionSettings:
             )
         return cls(**data)
 
+    def draw(self, index: int) -> InversionSettings:
+        """The settings of noise draw ``index`` (0: these): the same inversion with its noise
+        seeded by ``seed + index``, so M draws of a dataset are M caches (``dataset.stemob_draws``)."""
+        if index == 0:
+            return self
+        if self.seed is None:
+            raise StemobError("several noise draws need a seed (stemob.seed is null)")
+        return dataclasses.replace(self, seed=self.seed + index)
+
     def digest(self) -> str:
         """A short stable hash of the settings (names caches, so several settings coexist)."""
         text = json.dumps(self.to_dict(), sort_keys=True)

@@ -148,6 +148,7 @@ def build_dataset(
         stemob=settings,
         stemob_keys=dataset.get("stemob_keys"),
         stemob_latents=bool(dataset.get("stemob_latents", False)),
+        stemob_draws=int(dataset.get("stemob_draws", 1)),
         cache_dir=dataset.get("cache_dir"),
     )
     return DemoDataset(config)

@@ -119,18 +119,20 @@ def train(
         if keys is not None:  # policy keys -> the source's names (the cache keeps those)
             inverse = {dst: src for src, dst in (section.get("key_map") or {}).items()}
             keys = [inverse.get(k, k) for k in keys]
-        cache = build_cache(
-            section["path"],
-            settings,
-            cache_dir=section.get("cache_dir"),
-            keys=keys,
-            store_latents=bool(section.get("stemob_latents", False)),
-            device="cpu" if accelerator.device.type == "cpu" else "auto",
-            frames=frame_source(
-                section["path"], section.get("reader", "auto"),
-                **dict(section.get("reader_kwargs") or {}),
-            ),
-        )  # fmt: skip
+        reader_kwargs = dict(section.get("reader_kwargs") or {})
+        caches = [
+            build_cache(
+                section["path"],
+                settings.draw(draw),
+                cache_dir=section.get("cache_dir"),
+                keys=keys,
+                store_latents=bool(section.get("stemob_latents", False)),
+                device="cpu" if accelerator.device.type == "cpu" else "auto",
+                frames=frame_source(section["path"], section.get("reader", "auto"), **reader_kwargs),
+            )
+            for draw in range(int(section.get("stemob_draws", 1)))
+        ]  # draw 0 is the usual cache; dataset.stemob_draws > 1 adds one cache per noise draw
+        cache = caches[0]
     dataset = build_dataset(cfg["dataset"], cfg["policy"], settings)
     torch.manual_seed(training.seed)  # identical initial weights on every process
     policy = build_policy(cfg["policy"], dataset, settings, cfg["task"].get("env_args"))
