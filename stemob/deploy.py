@@ -179,18 +179,21 @@ def next_actions(policy: Any, batch: Mapping[str, torch.Tensor], **kwargs: Any) 
 
 
 class LatencyStats:
-    """Per-call latencies (ms) of the inversion, the policy and their total (last ``window``)."""
+    """Per-call latencies (ms) of the inversion, GENIMA's drawing, the policy and their total
+    (last ``window`` calls)."""
+
+    PARTS = ("inversion", "drawing", "policy", "total")
 
     def __init__(self, window: int = 1000) -> None:
-        self.calls: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=window)
+        self.calls: collections.deque[tuple[float, ...]] = collections.deque(maxlen=window)
 
-    def add(self, inversion_ms: float, policy_ms: float) -> None:
-        self.calls.append((inversion_ms, policy_ms, inversion_ms + policy_ms))
+    def add(self, inversion_ms: float, policy_ms: float, drawing_ms: float = 0.0) -> None:
+        self.calls.append((inversion_ms, drawing_ms, policy_ms, inversion_ms + drawing_ms + policy_ms))
 
     def summary(self) -> dict[str, float]:
-        """``{last,median}_{inversion,policy,total}_ms`` (zeros before the first call)."""
+        """``{last,median}_{inversion,drawing,policy,total}_ms`` (zeros before the first call)."""
         out: dict[str, float] = {}
-        for i, part in enumerate(("inversion", "policy", "total")):
+        for i, part in enumerate(self.PARTS):
             values = [c[i] for c in self.calls]
             out[f"last_{part}_ms"] = values[-1] if values else 0.0
             out[f"median_{part}_ms"] = statistics.median(values) if values else 0.0
@@ -206,6 +209,10 @@ class PolicyRunner:
         inverter: a prebuilt Inverter (default: one built from ``policy.stemob``, if any).
         inversion_device: where a new Inverter runs (default: the policy's device).
         policy_kwargs: extra keyword arguments of the policy's prediction call.
+        painter: GENIMA's diffusion agent (:class:`stemob.genima.agent.TargetPainter`): each
+            :meth:`act` draws the ``<cam>_target`` images the controller reads on the cameras'
+            ``<cam>_image`` frames; :meth:`observe` keeps the last drawing. ``from_checkpoint``
+            loads it from a GENIMA run (``train.py policy=genima``) by itself.
 
     ``act`` returns ``(n_action_steps, A)`` (execute all, feeding intermediate frames with
     :meth:`observe`, then call ``act`` again), or ``(1, A)`` when the policy ensembles chunks
@@ -219,8 +226,12 @@ class PolicyRunner:
         inverter: Any = None,
         inversion_device: str | torch.device | None = None,
         policy_kwargs: Mapping[str, Any] | None = None,
+        painter: Any = None,
     ) -> None:
         self.policy = policy.eval()
+        self.painter = painter
+        self._targets: dict[str, np.ndarray] = {}
+        self._drawings = 0
         cfg = policy.config
         # latent keys: cameras the policy sees as inverted latents
         self.image_keys, self.latent_keys = policy_cameras(policy)
@@ -254,7 +265,11 @@ class PolicyRunner:
         """Load a policy checkpoint (a policy folder, a checkpoint step folder or a training run
         directory, as eval.py accepts) and wrap it."""
         from policies import load_policy
+        from stemob.genima.agent import TargetPainter, run_drawer
 
+        drawer = run_drawer(path)
+        if drawer is not None and "painter" not in kwargs:
+            kwargs["painter"] = TargetPainter.load(drawer)
         return cls(load_policy(path, device), inversion_device=inversion_device, **kwargs)
 
     @property
@@ -268,6 +283,16 @@ class PolicyRunner:
         self.policy.reset()
         self.history.reset()
         self.episode = int(episode)
+        self._targets, self._drawings = {}, 0
+
+    def _with_targets(self, images: Mapping[str, np.ndarray], draw: bool) -> Mapping[str, np.ndarray]:
+        """``images`` plus the painter's ``<cam>_target`` (drawn now when ``draw`` or none yet)."""
+        if self.painter is None:
+            return images
+        if draw or not self._targets:  # the same noise per (episode, drawing), as in eval.py
+            self._targets = self.painter.paint(images, seed=1000 * self.episode + self._drawings)
+            self._drawings += 1
+        return {**images, **self._targets}
 
     def _validate(
         self, images: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]
@@ -300,12 +325,17 @@ class PolicyRunner:
         self, images: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray] | None = None
     ) -> None:
         """Record an observation without planning (frames seen while a chunk executes)."""
-        self.history.push(self._validate(images, state or {}))
+        self.history.push(self._validate(self._with_targets(images, False), state or {}))
 
     def act(
         self, images: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray] | None = None
     ) -> np.ndarray:
         """Record the newest observation and return the actions to execute ``(k, A)``."""
+        drawing_ms = 0.0
+        if self.painter is not None:
+            started = time.perf_counter()
+            images = self._with_targets(images, True)
+            drawing_ms = (time.perf_counter() - started) * 1e3
         self.history.push(self._validate(images, state or {}))
         inversion_ms = 0.0
         if self.inverter is not None:
@@ -319,7 +349,7 @@ class PolicyRunner:
         with torch.inference_mode():
             actions = next_actions(self.policy, batch, **self.policy_kwargs)
         out = actions[0].float().cpu().numpy()
-        self.stats.add(inversion_ms, (time.perf_counter() - start) * 1e3)
+        self.stats.add(inversion_ms, (time.perf_counter() - start) * 1e3, drawing_ms)
         return out
 
     @property

@@ -203,3 +203,60 @@ def saved_env_args(run) -> str:
     """The env_args stored in a run's policy checkpoint (JSON)."""
     config = json.loads(next((run / "checkpoints").glob("step_*/policy/config.json")).read_text())
     return json.dumps(config["env_args"])
+
+
+def test_policy_genima_trains_both_stages_and_runs_closed_loop_in_eval_and_the_runner(
+    joint_demos, tmp_path, one_torch_thread
+):
+    """`train.py policy=genima`: the controller, then the drawer in <run>/drawer (resumable);
+    the final evaluation, eval.py and PolicyRunner find the drawer and draw the targets."""
+    from stemob.deploy import PolicyRunner
+    from stemob.evaluation.rollout import video_frame
+    from stemob.evaluation.suite import after_training, evaluate_from_config
+    from stemob.training.run import train
+    from tests.test_training import compose
+
+    overrides = [
+        "task=lift_cube_joint", "dataset=genima", "policy=genima",
+        *[f"policy.config.{k}={v}" for k, v in TINY_ACT.items()],
+        "policy.drawer.steps=2", "policy.drawer.batch=2", "policy.drawer.held_out=1",
+        "stemob=none", "training=smoke", "logger=none", "task.env_args.env_kwargs.image_size=32",
+        f"dataset.path={joint_demos}", "dataset.val_ratio=0.25", "dataset.genima.horizon=5",
+        f"run_dir={tmp_path / 'run'}", "evaluation.episodes=2", "evaluation.perturbation_episodes=1",
+        "evaluation.envs=1", "evaluation.videos=0", "benchmark.perturbations=[none]",
+    ]  # fmt: skip
+    with pytest.raises(StemobError, match="dataset=genima"):
+        train(compose([o for o in overrides if not o.startswith(("dataset=", "dataset.genima"))]))
+    cfg = compose(overrides)
+    run = train(cfg)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["drawer"] == str(run / "drawer" / "latest")
+    assert (run / "drawer" / "latest" / "train_state.pt").is_file()
+    train({**cfg, "resume": True})  # both stages finished: nothing retrained, no error
+    final = after_training(cfg, run)  # drawn targets, not the expert's
+    assert json.loads((final / "results.json").read_text())["factors"]["none"]["errors"] == 0
+    eval_cfg = compose([f"checkpoint={run}", "perturbation=light_color", "episodes=1", "envs=1",
+                        "videos=1", "logger.name=none", "genima_agent.horizon=5",
+                        f"output_dir={tmp_path}/eval"], config_name="eval")  # fmt: skip
+    result = json.loads((evaluate_from_config(eval_cfg) / "results.json").read_text())
+    assert result["factors"]["light_color"]["completed"] == 1
+    assert result["factors"]["light_color"]["errors"] == 0
+    assert list((tmp_path / "eval").rglob("*.mp4"))  # observation | drawn target
+    frame = np.zeros((32, 32, 3), np.uint8)
+    assert video_frame({"front_image": frame, "front_target": frame}, "front_target").shape == (
+        32, 64, 3
+    )  # fmt: skip
+    runner = PolicyRunner.from_checkpoint(run)
+    assert runner.painter is not None and runner.painter.cameras == ["front", "wrist"]
+    env = _env()
+    obs, _ = env.reset(seed=3)
+    images = {k: obs[k] for k in ("front_image", "wrist_image")}
+    state = {k: obs[k] for k in ("joint_positions", "gripper_open")}
+    runner.reset(episode=3)
+    actions = runner.act(images, state)
+    assert actions.shape == (20, 8) and len(runner.painter.drawing_ms) == 1
+    runner.observe(images, state)  # between decisions: the last drawing is kept
+    assert len(runner.painter.drawing_ms) == 1 and runner.latency["last_drawing_ms"] > 0
+    with pytest.raises(StemobError, match="wrist_image"):
+        runner.act({"front_image": images["front_image"]}, state)
+    env.close()

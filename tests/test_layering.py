@@ -19,7 +19,7 @@ ALLOWED = {
     "envs": {"stemob.errors", "stemob.inversion", "stemob.data"},
     "stemob.priors": {"stemob.errors", "stemob.inversion", "envs"},  # renders training images
     "stemob.demo": {"stemob.errors", "stemob.inversion"},
-    "stemob.deploy": {"stemob.errors", "stemob.inversion", "policies"},
+    "stemob.deploy": {"stemob.errors", "stemob.inversion", "policies", "stemob.genima"},  # GENIMA's painter
     "stemob.training": {
         "stemob.errors",
         "stemob.inversion",

@@ -12,47 +12,47 @@ genima_agent.drawer=<drawer run> genima_agent.horizon=20`` turns it on; compare 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from stemob.errors import StemobError
-from stemob.genima.targets import tile, untile
+from stemob.genima.agent import TargetPainter, drawer_checkpoint, drawer_layout
+
+__all__ = ["DrawnEnvFactory", "DrawnTargets", "drawer_layout"]
 
 
 class DrawnTargets(gym.Wrapper):
-    """Adds ``<cam>_target``: the drawer's targets on the current frames, redrawn every
-    ``horizon`` steps. ``drawing_ms`` collects the time of each drawing."""
+    """Adds ``<cam>_target``: the painter's targets on the current frames, redrawn every
+    ``horizon`` steps (:class:`stemob.genima.agent.TargetPainter`; its ``drawing_ms`` times them)."""
 
-    def __init__(self, env: gym.Env, drawer: Any, cameras: list[str], grid: tuple[int, int],
-                 horizon: int = 20, seed: int = 0) -> None:  # fmt: skip
+    def __init__(self, env: gym.Env, painter: TargetPainter, horizon: int = 20) -> None:
         super().__init__(env)
         if not isinstance(horizon, int) or horizon < 1:
             raise StemobError(f"genima_agent.horizon must be a positive integer, got {horizon!r}")
         spaces = dict(env.observation_space.spaces)
-        missing = [c for c in cameras if f"{c}_image" not in spaces]
+        missing = [k for k in painter.image_keys if k not in spaces]
         if missing:
             raise StemobError(
                 f"genima_agent: the drawer was trained on camera(s) {missing} that the env does not "
                 f"render (it has {sorted(k for k in spaces if k.endswith('_image'))})"
             )
-        for cam in cameras:
+        for cam in painter.cameras:
             spaces[f"{cam}_target"] = spaces[f"{cam}_image"]
         self.observation_space = gym.spaces.Dict(spaces)
-        self.drawer, self.cameras, self.grid = drawer, list(cameras), tuple(grid)
-        self.horizon, self.seed = horizon, int(seed)
-        self._since, self._draws = 0, 0
+        self.painter, self.horizon = painter, horizon
+        self._since, self._draws, self._seed_base = 0, 0, 0
         self._targets: dict[str, np.ndarray] = {}
-        self.drawing_ms: list[float] = []
+
+    @property
+    def drawing_ms(self) -> list[float]:
+        return self.painter.drawing_ms
 
     def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        self._since = 0
-        self._draws = 0
+        self._since, self._draws = 0, 0
         self._seed_base = int(kwargs.get("seed") or 0)
         return self._observe(obs, True), info
 
@@ -62,42 +62,10 @@ class DrawnTargets(gym.Wrapper):
         return self._observe(obs, self._since % self.horizon == 0), reward, terminated, truncated, info
 
     def _observe(self, obs: dict[str, np.ndarray], refresh: bool) -> dict[str, np.ndarray]:
-        out = dict(obs)
-        if refresh or not self._targets:
-            tiled = tile([obs[f"{c}_image"] for c in self.cameras], self.grid)
-            started = time.perf_counter()
-            seed = self.seed + 1000 * self._seed_base + self._draws  # same per episode seed
-            drawn = self.drawer.draw(tiled[None], seed=seed)[0]
-            self.drawing_ms.append(1000 * (time.perf_counter() - started))
+        if refresh or not self._targets:  # the same noise per (episode seed, drawing)
+            self._targets = self.painter.paint(obs, seed=1000 * self._seed_base + self._draws)
             self._draws += 1
-            views = untile(drawn, len(self.cameras), self.grid)
-            self._targets = {f"{c}_target": v for c, v in zip(self.cameras, views, strict=True)}
-        out.update(self._targets)
-        return out
-
-
-def drawer_layout(drawer_dir: str | Path) -> tuple[list[str], tuple[int, int]]:
-    """The cameras (tile order) and grid of the GENIMA dataset a drawer was trained on."""
-    import json
-
-    import h5py
-
-    state = Path(drawer_dir) / "latest" / "train_state.pt"
-    if not state.is_file():
-        raise StemobError(f"{drawer_dir}: no latest/train_state.pt (a stemob-genima-drawer run)")
-    import torch
-
-    dataset = Path(torch.load(state, weights_only=True)["settings"]["dataset"])
-    if not dataset.is_file():
-        raise StemobError(f"{drawer_dir} was trained on {dataset}, which is gone (its views are read there)")
-    with h5py.File(dataset, "r") as h5:
-        config = json.loads(h5["data"].attrs["genima"])["config"]
-        first = next(iter(h5["data"].values()))["obs"]
-        cameras = config.get("cameras") or sorted(
-            k[: -len("_target")] for k in first if k.endswith("_target") and k != "tiled_target"
-        )
-    grid = tuple(config["grid"]) if config.get("grid") else (1, len(cameras))
-    return list(cameras), grid
+        return {**obs, **self._targets}
 
 
 @dataclass
@@ -109,20 +77,16 @@ class DrawnEnvFactory:
 
     def __call__(self, env_args: Any, perturbation: Any) -> DrawnTargets:
         from stemob.evaluation.rollout import default_env_factory
-        from stemob.genima.drawer import TargetDrawer
 
-        cameras, grid = drawer_layout(self.drawer)
-        drawer = TargetDrawer.load(Path(self.drawer) / "latest")
-        drawer.denoiser.eval()
-        env = default_env_factory(env_args, perturbation)
-        return DrawnTargets(env, drawer, cameras, grid, self.horizon)
+        painter = TargetPainter.load(self.drawer)
+        return DrawnTargets(default_env_factory(env_args, perturbation), painter, self.horizon)
 
     def describe(self) -> dict[str, Any]:
         """What a resumed evaluation must match (the drawer's weights by their digest)."""
         import hashlib
 
         digest = hashlib.sha256()
-        for path in sorted((Path(self.drawer) / "latest" / "denoiser").glob("*")):
+        for path in sorted((drawer_checkpoint(self.drawer) / "denoiser").glob("*")):
             digest.update(path.read_bytes())
         return {"drawer": str(self.drawer), "weights": digest.hexdigest()[:16],
                 "horizon": self.horizon}  # fmt: skip

@@ -89,6 +89,16 @@ def _check_env(env: Any, policy: Any) -> None:
             raise StemobError(f"env observation {key!r} has shape {got}, the policy expects {want}")
 
 
+def video_frame(obs: Mapping[str, Any], key: str) -> np.ndarray:
+    """The video frame of ``key``; a GENIMA target (``<cam>_target``) is shown beside its camera
+    image (observation | drawn target)."""
+    frame = np.asarray(obs[key])
+    raw = key[: -len("_target")] + "_image" if key.endswith("_target") else None
+    if raw in obs and np.asarray(obs[raw]).shape == frame.shape:
+        return np.concatenate([np.asarray(obs[raw]), frame], axis=1)
+    return frame.copy()
+
+
 def evaluate(
     policy: Any,
     env_args: Mapping[str, Any] | None = None,
@@ -122,7 +132,8 @@ def evaluate(
         n_envs: envs run in lockstep; the policy is called once per step for the whole batch
             (``policy.reset()`` at each batch start; finished envs are masked until it ends).
         video_dir: write mp4s of the first ``videos`` episodes there (camera ``video_key``,
-            default the policy's first camera; raw frames, before inversion).
+            default the policy's first camera; raw frames, before inversion; GENIMA's targets
+            beside their camera images).
         max_steps: steps per episode (default: :func:`episode_limit`, the task's own).
         name: the setting's name in the result (and in video file names).
         inverter: a prebuilt Inverter for the policy's Stem-OB settings (shares one model).
@@ -303,7 +314,7 @@ def _run_batch(
         if bool(info.get("is_success", False)):
             slot.record.success = True
         if record_video and slot.record.index < videos and video_key is not None:
-            slot.frames.append(np.asarray(obs[video_key]).copy())
+            slot.frames.append(video_frame(obs, video_key))
 
     from envs.subprocess_env import parallel_calls
 

@@ -56,20 +56,47 @@ def benchmark_factors(
     return factors
 
 
+def genima_horizon(dataset: Mapping[str, Any]) -> int | None:
+    """The targets' horizon of a GENIMA dataset section (before or after it is built), else None."""
+    value = (dataset.get("genima") or {}).get("horizon") or dataset.get("genima_horizon")
+    return int(value) if value else None
+
+
+def target_factory(
+    checkpoint: str | Path, oracle_horizon: int | None, drawer: str | None, horizon: int
+) -> Any:
+    """Where a GENIMA controller's ``<cam>_target`` images come from: the expert's pose
+    ``oracle_horizon`` steps ahead, the drawer run ``drawer``, or by default the drawer of the
+    GENIMA run ``checkpoint`` belongs to (``train.py policy=genima``); ``None`` for other
+    policies (the env's own observations)."""
+    if oracle_horizon:
+        from stemob.evaluation.genima_oracle import OracleEnvFactory
+
+        return OracleEnvFactory(int(oracle_horizon))
+    if not drawer:
+        from stemob.genima.agent import run_drawer
+
+        found = run_drawer(checkpoint)
+        if found is None:
+            return None
+        print(f"GENIMA agent: {checkpoint} draws its targets with {found} every {horizon} steps")
+        drawer = str(found)
+    from stemob.evaluation.genima_drawn import DrawnEnvFactory
+
+    return DrawnEnvFactory(str(drawer), int(horizon))
+
+
 def make_evaluator(cfg: Mapping[str, Any]) -> Any:
     """The evaluator of a training run: clean rollouts of the current EMA weights."""
     from stemob.evaluation.rollout import evaluate
 
     training = cfg["training"]
     dataset = cfg.get("dataset") or {}
-    genima_horizon = (dataset.get("genima") or {}).get("horizon") or dataset.get("genima_horizon")
+    horizon = genima_horizon(dataset)
 
     def evaluator(policy: Any, step: int, out_dir: Path) -> dict[str, Any]:
-        factory = None
-        if genima_horizon:  # GENIMA's controller reads <cam>_target: the expert's, drawn ahead
-            from stemob.evaluation.genima_oracle import OracleEnvFactory
-
-            factory = OracleEnvFactory(int(genima_horizon))
+        # GENIMA's controller reads <cam>_target: during training, the expert's, drawn ahead
+        factory = target_factory(out_dir, horizon, None, horizon) if horizon else None
         result = evaluate(
             policy,
             env_factory=factory,
@@ -193,19 +220,18 @@ def after_training(cfg: Mapping[str, Any], run_dir: Path) -> Path | None:
     clean = int(section.get("episodes", 50))
     perturbed = int(section.get("perturbation_episodes") or clean)
     print(f"evaluating {policy_dir} on {list(factors)} ({clean} clean / {perturbed} episodes)")
-    results = _run_factors(
-        policy,
-        factors,
-        clean,
-        perturbed,
-        out,
-        {
-            "n_envs": int(section.get("envs", 1)),
-            "base_seed": int(section.get("base_seed", 100000)),
-            "videos": int(section.get("videos", 2)),
-        },
-        policy_dir=policy_dir,
-    )
+    horizon = genima_horizon(cfg.get("dataset") or {})
+    options = {
+        "n_envs": int(section.get("envs", 1)),
+        "base_seed": int(section.get("base_seed", 100000)),
+        "videos": int(section.get("videos", 2)),
+    }
+    # a GENIMA controller follows its drawer's targets (policy=genima), else the expert's
+    drawn = target_factory(run_dir, None, None, horizon or 20)
+    factory = drawn or (target_factory(run_dir, horizon, None, 20) if horizon else None)
+    if factory is not None:
+        options["env_factory"] = factory
+    results = _run_factors(policy, factors, clean, perturbed, out, options, policy_dir=policy_dir)
     from stemob.evaluation.report import write_report
 
     title = f"{cfg['task']['name']}: {run_dir.name}"
@@ -251,24 +277,19 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         "shard": shard,
     }
     oracle = cfg.get("genima_oracle") or {}
-    if oracle.get("horizon"):
-        from stemob.evaluation.genima_oracle import OracleEnvFactory
-
-        options["env_factory"] = OracleEnvFactory(int(oracle["horizon"]))
     agent = cfg.get("genima_agent") or {}
-    if agent.get("drawer"):
-        if oracle.get("horizon"):
-            raise StemobError("genima_agent.drawer and genima_oracle.horizon: choose one target source")
-        from stemob.evaluation.genima_drawn import DrawnEnvFactory
-
-        options["env_factory"] = DrawnEnvFactory(str(agent["drawer"]), int(agent.get("horizon") or 20))
+    if agent.get("drawer") and oracle.get("horizon"):
+        raise StemobError("genima_agent.drawer and genima_oracle.horizon: choose one target source")
     episodes = int(cfg.get("episodes", 50))
     overrides = dict(cfg.get("policy_overrides") or {})
     logger = RunLogger.from_config(out, cfg, cfg.get("logger"), enabled=main)
     named: dict[str, dict[str, FactorResult]] = {}
     try:
-        for name, folder in policies.items():
+        for (name, folder), checkpoint in zip(policies.items(), checkpoints, strict=True):
             policy = load_policy(folder, cfg.get("device", "cpu"), overrides)
+            factory = target_factory(checkpoint, oracle.get("horizon"), agent.get("drawer"),
+                                     int(agent.get("horizon") or 20))  # fmt: skip
+            run_options = {**options, "env_factory": factory} if factory else options
             env_args = policy.env_args
             if cfg.get("env_overrides"):
                 if env_args is None:
@@ -283,7 +304,7 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
                 f"evaluating {name} ({folder}) on {list(factors)}, {episodes} episodes each{where}"
             )
             results = _run_factors(
-                policy, factors, episodes, episodes, target, options, env_args, folder, overrides
+                policy, factors, episodes, episodes, target, run_options, env_args, folder, overrides
             )
             if not main:  # the main rank holds the merged results and writes the reports
                 continue

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,14 +155,14 @@ def _save(drawer: Any, optimizer: Any, generator: Any, step: int, settings: dict
 def score(args: argparse.Namespace) -> dict[str, Any]:
     import h5py
 
+    from stemob.genima.agent import drawer_checkpoint
     from stemob.genima.drawer import TargetDrawer
     from stemob.genima.spheres import score_frames
 
     dataset = Path(args.dataset)
     names = _demos(dataset)
     _, held = split(names, args.held_out)
-    drawer = TargetDrawer.load(Path(args.checkpoint) / "latest"
-                               if (Path(args.checkpoint) / "latest").is_dir() else args.checkpoint)  # fmt: skip
+    drawer = TargetDrawer.load(drawer_checkpoint(args.checkpoint))
     drawer.denoiser.eval()
     with h5py.File(dataset, "r") as h5:
         record = json.loads(h5["data"].attrs["genima"])["config"]
@@ -196,6 +196,27 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
                 for p, d in zip(pick[:6], drawn_all[:6], strict=False)]  # fmt: skip
         Image.fromarray(np.concatenate(rows, 0)).save(args.figure)
     return result
+
+
+def train_in_run(
+    options: Mapping[str, Any], dataset: str | Path, run_dir: str | Path, seed: int = 0
+) -> Path:
+    """GENIMA's stage 2 inside a training run (``train.py policy=genima``): the drawer trained on
+    ``dataset`` into ``<run_dir>/drawer`` with ``options`` (``policy.drawer``: the CLI's long
+    options, e.g. ``steps``, ``batch``, ``lr``; the CLI's defaults for the rest); resumable
+    like the CLI. Returns the drawer's ``latest/``."""
+    from stemob.genima.agent import DRAWER_DIR
+
+    args = build_parser().parse_args(
+        ["train", "--dataset", str(dataset), "--out", str(Path(run_dir) / DRAWER_DIR)]
+    )
+    known = sorted(k for k in vars(args) if k not in ("command", "dataset", "out"))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise StemobError(f"policy.drawer: unknown option(s) {unknown} (known: {known})")
+    for key, value in {"seed": seed, **options}.items():
+        setattr(args, key, type(getattr(args, key))(value))
+    return train(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -205,6 +205,11 @@ def check_before_long_work(cfg: Mapping[str, Any]) -> None:
     except TypeError as error:
         raise StemobError(f"policy.config: {error}") from error
     make_augment(cfg)
+    if section.get("drawer") and not (cfg.get("dataset") or {}).get("genima"):
+        raise StemobError(
+            "policy=genima trains its controller and drawer on a GENIMA dataset: add dataset=genima "
+            "and a joint-position task (e.g. task=lift_cube_joint)"
+        )
     path = Path(cfg["dataset"]["path"])
     if path.exists() and not cfg["dataset"].get("genima"):  # GENIMA keys exist once it is built
         from stemob.data.detect import open_reader

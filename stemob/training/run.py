@@ -160,6 +160,13 @@ def train(
         trainer.fit(stop_at=stop_at)
         if main and trainer.step >= training.steps:
             summary = {"steps": trainer.step, "policy": str(CheckpointManager(run_dir).latest())}
+            if cfg["policy"].get("drawer"):  # GENIMA: stage 2, the diffusion agent
+                from stemob.genima.train_drawer import train_in_run
+
+                print("GENIMA stage 2: the diffusion agent (the controller is trained)")
+                summary["drawer"] = str(train_in_run(
+                    cfg["policy"]["drawer"], cfg["dataset"]["path"], run_dir, training.seed
+                ))  # fmt: skip
             logger.summary(summary)
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     finally:
