@@ -260,3 +260,18 @@ def test_policy_genima_trains_both_stages_and_runs_closed_loop_in_eval_and_the_r
     with pytest.raises(StemobError, match="wrist_image"):
         runner.act({"front_image": images["front_image"]}, state)
     env.close()
+    # the same agent on the RLBench backend (its fake: envs/rlbench/testing.py), joint positions
+    from envs.rlbench.env import RLBenchEnv
+    from envs.rlbench.testing import fake_rlbench
+    from policies import load_policy
+    from stemob.evaluation.genima_drawn import DrawnEnvFactory
+    from stemob.evaluation.rollout import evaluate
+
+    env_args = {"env_name": "rlbench/open_drawer", "type": "stemob_rlbench",
+                "env_kwargs": {"cameras": ["front", "wrist"], "image_size": 32}}  # fmt: skip
+    with fake_rlbench(colosseum=False) as fake:
+        rlbench = evaluate(load_policy(run), env_args, episodes=1, max_steps=12, progress=False,
+                           env_processes=False,  # the fake lives in this process
+                           env_factory=DrawnEnvFactory(str(run / "drawer"), horizon=5))  # fmt: skip
+        assert fake.launched  # the fake simulator ran the episode
+    assert rlbench.completed == 1 and rlbench.errors == 0 and rlbench.records[0].length == 12
