@@ -261,7 +261,6 @@ def test_policy_genima_trains_both_stages_and_runs_closed_loop_in_eval_and_the_r
         runner.act({"front_image": images["front_image"]}, state)
     env.close()
     # the same agent on the RLBench backend (its fake: envs/rlbench/testing.py), joint positions
-    from envs.rlbench.env import RLBenchEnv
     from envs.rlbench.testing import fake_rlbench
     from policies import load_policy
     from stemob.evaluation.genima_drawn import DrawnEnvFactory
