@@ -112,3 +112,36 @@ def test_tables_list_org_first_and_the_stemob_variants_after_the_baselines(study
     assert summary["lift_cube/stemob_aug"]["kind"] == "extra"
     md = (study.RESULTS / "robustness.md").read_text()
     assert md.index("| lift_cube/org |") < md.index("| lift_cube/stemob_aug |")
+
+
+def test_genima_study_rows_and_report_reuse_the_robustness_records(study, tmp_path, monkeypatch):
+    """tools/genima_study.py: GENIMA and ACT-joint rows per task and seed, Diffusion Policy from
+    the robustness study's `org` records; the report averages what is done."""
+    spec = importlib.util.spec_from_file_location("genima_study", REPO / "tools" / "genima_study.py")
+    genima = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(genima)  # imports the patched `robustness` module
+    monkeypatch.setattr(genima, "OUT", tmp_path / "results" / "genima")
+    rows = {r.name: r for r in genima.rows()}
+    assert len(rows) == len(genima.rows())
+    lift = rows["lift_cube_joint/genima/seed0"]
+    assert {"policy=genima", "dataset=genima"} <= set(lift.overrides)
+    assert any("camera_jitter" in o for o in lift.overrides)
+    assert not any("camera_jitter" in o for o in rows["put_in_bowl_joint/genima/seed1"].overrides)
+    assert "open_drawer/org/seed2" in rows and "lift_cube/org/seed0" not in rows
+
+    def finish(row, clean, perturbed):
+        factors = {f: {"successes": 0, "completed": 20, "episodes": 20, "errors": 0, "stderr": 0.1,
+                       "mean_length": 50.0, "rate": clean if f == "none" else perturbed}
+                   for f in FACTORS}  # fmt: skip
+        row.results.parent.mkdir(parents=True, exist_ok=True)
+        records = {f: [] for f in FACTORS}
+        row.results.write_text(json.dumps({"factors": factors, "records": records}))
+        study.write_record(row, {"eval_wall_s": 1.0}, threads=1)
+
+    finish(lift, 0.8, 0.6)
+    finish(next(r for r in study.rows() if r.name == "lift_cube/org/seed0"), 0.9, 0.4)
+    text = genima.report()
+    assert "| lift_cube | GENIMA | 1 | 80.0 | 60.0 |" in text
+    assert "| lift_cube | Diffusion Policy small | 1 | 90.0 | 40.0 |" in text
+    assert "`lift_cube_joint/act/seed0`" in text  # still to run
+    assert json.loads((tmp_path / "results" / "genima" / "study.json").read_text())

@@ -14,7 +14,6 @@ backend supports (``benchmark=robosuite``). Stem-OB rows use the k the robustnes
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -157,32 +156,13 @@ def figure(out: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run")
-    run.add_argument("--only", nargs="+", default=None, help="rows whose name starts with these")
-    run.add_argument("--threads", type=int, default=1)
-    sub.add_parser("plan")
-    sub.add_parser("report")
+    parser, sub = study.sub_study_parser(__doc__.split("\n\n")[0])
     fig = sub.add_parser("figure")
     fig.add_argument("--out", default=str(study.REPO / "envs" / "robosuite" / "factors_lift.png"))
     args = parser.parse_args()
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    if args.command == "figure":
+    if not study.sub_study_command(args, rows(), report):  # figure
+        os.environ.setdefault("MUJOCO_GL", "egl")
         print(figure(Path(args.out)))
-        return
-    selected = rows()
-    if args.command == "plan":
-        for row in selected:
-            state = "done" if study.load_record(row) else "todo"
-            print(f"{state:4} {row.name}\n     {study._shell(row.train_command())}")
-        return
-    if args.command == "report":
-        print(report())
-        return
-    if args.only:
-        selected = [r for r in selected if any(r.name.startswith(o) for o in args.only)]
-    study.run(selected, args.threads)
 
 
 if __name__ == "__main__":

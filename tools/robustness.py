@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "outputs" / "study"
@@ -667,6 +668,39 @@ def aggregate() -> dict:
         text = text.rstrip() + "\n\n" + block + "\n"
     md.write_text(text)
     return payload
+
+
+def sub_study_parser(description: str) -> tuple[argparse.ArgumentParser, Any]:
+    """The CLI of a study built on these rows (tools/robosuite_study.py, tools/genima_study.py):
+    ``plan``, ``run [--only prefix ...] [--threads n]``, ``report``; add more to the subparsers."""
+    parser = argparse.ArgumentParser(description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run")
+    run_parser.add_argument("--only", nargs="+", default=None, help="rows whose name starts with these")
+    run_parser.add_argument("--threads", type=int, default=1)
+    sub.add_parser("plan")
+    sub.add_parser("report")
+    return parser, sub
+
+
+def sub_study_command(args: argparse.Namespace, selected: list[Row], report: Any) -> bool:
+    """Run ``plan``, ``report`` (``report()`` prints the study's text) or ``run`` for a study's
+    rows; False for a command the study handles itself."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if args.command == "plan":
+        for row in selected:
+            state = "done" if load_record(row) else "todo"
+            print(f"{state:4} {row.name}\n     {_shell(row.train_command())}")
+            print(f"     {_shell(row.eval_command())}")
+    elif args.command == "report":
+        print(report())
+    elif args.command == "run":
+        if args.only:
+            selected = [r for r in selected if any(r.name.startswith(o) for o in args.only)]
+        run(selected, args.threads)
+    else:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
