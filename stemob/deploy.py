@@ -141,6 +141,35 @@ def invert_pending(
     return len(members)
 
 
+DRAW_STRIDE = 1_000_000_000
+"""Test-time noise draw ``m`` of episode ``e`` inverts its frames as episode ``e + m * DRAW_STRIDE``
+(draw 0 is the episode itself), so each draw has its own per-frame noise."""
+
+
+def draw_episodes(episodes: Sequence[int], draws: int) -> list[int]:
+    """Frame-id episodes of ``draws`` test-time noise draws per episode, episode-major
+    (``e0 m0, e0 m1, ..., e1 m0, ...``), the order :func:`mean_over_draws` expects."""
+    return [int(e) + m * DRAW_STRIDE for e in episodes for m in range(draws)]
+
+
+def mean_over_draws(actions: torch.Tensor, draws: int) -> torch.Tensor:
+    """``(B * draws, k, A)`` actions, episode-major, to ``(B, k, A)``: each episode's actions
+    averaged over its noise draws (Stem-OB's test-time ensemble, ``test_draws``)."""
+    if draws == 1:
+        return actions
+    return actions.reshape(-1, draws, *actions.shape[1:]).mean(1)
+
+
+def check_test_draws(draws: Any, inverting: bool) -> int:
+    """``test_draws`` as a positive integer; more than one needs Stem-OB inversion to draw."""
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise StemobError(f"test_draws must be a positive integer, got {draws!r}")
+    if draws > 1 and not inverting:
+        raise StemobError("test_draws > 1 averages over Stem-OB noise draws: the policy has no "
+                          "Stem-OB settings (stemob: null)")  # fmt: skip
+    return draws
+
+
 def to_batch(
     windows: Sequence[Mapping[str, np.ndarray]],
     image_keys: Sequence[str],
@@ -213,6 +242,8 @@ class PolicyRunner:
             :meth:`act` draws the ``<cam>_target`` images the controller reads on the cameras'
             ``<cam>_image`` frames; :meth:`observe` keeps the last drawing. ``from_checkpoint``
             loads it from a GENIMA run (``train.py policy=genima``) by itself.
+        test_draws: Stem-OB's test-time ensemble, as eval.py's ``test_draws``: each frame inverted
+            with this many noise draws, the policy run on each, its actions averaged.
 
     ``act`` returns ``(n_action_steps, A)`` (execute all, feeding intermediate frames with
     :meth:`observe`, then call ``act`` again), or ``(1, A)`` when the policy ensembles chunks
@@ -227,6 +258,7 @@ class PolicyRunner:
         inversion_device: str | torch.device | None = None,
         policy_kwargs: Mapping[str, Any] | None = None,
         painter: Any = None,
+        test_draws: int = 1,
     ) -> None:
         self.policy = policy.eval()
         self.painter = painter
@@ -248,9 +280,11 @@ class PolicyRunner:
                 device=inversion_device or self.device,
             )
         self.policy_kwargs = dict(policy_kwargs or {})
-        self.history = ObservationHistory(
-            cfg.n_obs_steps, [*self.image_keys, *self.latent_keys, *self.state_keys]
-        )
+        self.test_draws = check_test_draws(test_draws, self.inverter is not None)
+        self.histories = [
+            ObservationHistory(cfg.n_obs_steps, [*self.image_keys, *self.latent_keys, *self.state_keys])
+            for _ in range(self.test_draws)
+        ]
         self.stats = LatencyStats()
         self.episode = 0
 
@@ -281,9 +315,14 @@ class PolicyRunner:
         """Start an episode: clear the history and the policy's queues; ``episode`` seeds the
         Stem-OB noise of its frames (with the step counter and the camera key)."""
         self.policy.reset()
-        self.history.reset()
+        for history in self.histories:
+            history.reset()
         self.episode = int(episode)
         self._targets, self._drawings = {}, 0
+
+    def _push(self, obs: Mapping[str, np.ndarray]) -> None:
+        for history in self.histories:  # one per test-time noise draw
+            history.push(obs)
 
     def _with_targets(self, images: Mapping[str, np.ndarray], draw: bool) -> Mapping[str, np.ndarray]:
         """``images`` plus the painter's ``<cam>_target`` (drawn now when ``draw`` or none yet)."""
@@ -325,7 +364,7 @@ class PolicyRunner:
         self, images: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray] | None = None
     ) -> None:
         """Record an observation without planning (frames seen while a chunk executes)."""
-        self.history.push(self._validate(self._with_targets(images, False), state or {}))
+        self._push(self._validate(self._with_targets(images, False), state or {}))
 
     def act(
         self, images: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray] | None = None
@@ -336,18 +375,20 @@ class PolicyRunner:
             started = time.perf_counter()
             images = self._with_targets(images, True)
             drawing_ms = (time.perf_counter() - started) * 1e3
-        self.history.push(self._validate(images, state or {}))
+        self._push(self._validate(images, state or {}))
         inversion_ms = 0.0
         if self.inverter is not None:
             start = time.perf_counter()
             invert_pending(
-                self.inverter, [self.history], [self.episode], self.image_keys, self.latent_keys
-            )
+                self.inverter, self.histories, draw_episodes([self.episode], self.test_draws),
+                self.image_keys, self.latent_keys,
+            )  # fmt: skip
             inversion_ms = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
-        batch = to_batch([self.history.window()], self.image_keys, self.device)
+        batch = to_batch([h.window() for h in self.histories], self.image_keys, self.device)
         with torch.inference_mode():
-            actions = next_actions(self.policy, batch, **self.policy_kwargs)
+            actions = mean_over_draws(next_actions(self.policy, batch, **self.policy_kwargs),
+                                      self.test_draws)  # fmt: skip
         out = actions[0].float().cpu().numpy()
         self.stats.add(inversion_ms, (time.perf_counter() - start) * 1e3, drawing_ms)
         return out

@@ -93,7 +93,7 @@ def test_invert_pending_inverts_each_window_frame_once(tiny_uncond_model):
     assert np.array_equal(histories[1].window()["eef_pos"][1], obs_at(3)["eef_pos"])
 
 
-def make_checkpoint(path, policy_name: str, stemob=None, **overrides):
+def make_checkpoint(path, policy_name: str, stemob=None, action_dim: int = 4, **overrides):
     if policy_name == "act":
         from policies.act.config import small_config
 
@@ -102,8 +102,8 @@ def make_checkpoint(path, policy_name: str, stemob=None, **overrides):
         from policies.diffusion.config import small_config
 
         steps = dict(n_obs_steps=2, horizon=8, n_action_steps=4, num_inference_steps=3)
-    batch = synthetic_batch(SHAPES, 4, 4, steps["n_obs_steps"], 8)
-    cfg = small_config(SHAPES, 4, cnn_width=8, **steps, **overrides)
+    batch = synthetic_batch(SHAPES, action_dim, 4, steps["n_obs_steps"], 8)
+    cfg = small_config(SHAPES, action_dim, cnn_width=8, **steps, **overrides)
     policy = make_policy(policy_name, cfg, stats=batch_stats(batch), stemob=stemob)
     policy.save(path)
     return path
@@ -200,3 +200,44 @@ def test_from_checkpoint_accepts_what_eval_accepts(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(StemobError, match="training run directory with checkpoints/best"):
         PolicyRunner.from_checkpoint(tmp_path / "empty")
+
+
+def test_test_draws_average_the_policy_over_noise_draws(tmp_path, settings):
+    """test_draws=M: frame ids (episode + m * DRAW_STRIDE, step, key), one policy batch of the M
+    windows, actions averaged; the same in PolicyRunner and eval's rollout."""
+    from policies import load_policy
+    from stemob.deploy import DRAW_STRIDE, draw_episodes, mean_over_draws
+    from stemob.evaluation.rollout import evaluate
+
+    assert draw_episodes([3, 4], 2) == [3, 3 + DRAW_STRIDE, 4, 4 + DRAW_STRIDE]
+    actions = torch.arange(12.0).reshape(4, 1, 3)
+    assert torch.equal(mean_over_draws(actions, 2), torch.stack([actions[:2].mean(0), actions[2:].mean(0)]))
+    path = make_checkpoint(tmp_path / "dp", "diffusion", settings)
+    runner = PolicyRunner.from_checkpoint(path, test_draws=3)
+    runner.reset(episode=3)
+    torch.manual_seed(0)
+    chunk = runner.act({k: obs_at(0)[k] for k in KEYS}, {"eef_pos": obs_at(0)["eef_pos"]})
+    policy, inverter = load_policy(path), Inverter(settings)
+    windows = []
+    for episode in draw_episodes([3], 3):
+        window = {k: np.stack([inverter.invert(obs_at(0)[k][None], [(episode, 0, k)])[0]] * 2)
+                  for k in KEYS}  # fmt: skip
+        window["eef_pos"] = np.stack([obs_at(0)["eef_pos"]] * 2)
+        windows.append(window)
+    assert not np.array_equal(windows[0]["front_image"], windows[1]["front_image"])
+    torch.manual_seed(0)
+    expected = policy.predict_action(to_batch(windows, KEYS)).mean(0).numpy()
+    np.testing.assert_allclose(chunk, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(StemobError, match="test_draws > 1"):
+        PolicyRunner.from_checkpoint(make_checkpoint(tmp_path / "raw", "diffusion"), test_draws=2)
+    with pytest.raises(StemobError, match="positive integer"):
+        PolicyRunner(policy, test_draws=0)
+    from envs.tabletop.env import TabletopEnv
+
+    env = TabletopEnv("lift_cube", image_size=24)
+    env_args = env.env_args
+    env.close()
+    seven = load_policy(make_checkpoint(tmp_path / "dp7", "diffusion", settings, action_dim=7))
+    result = evaluate(seven, env_args, episodes=2, n_envs=2, test_draws=2, max_steps=8,
+                      progress=False)  # fmt: skip
+    assert result.completed == 2 and result.errors == 0

@@ -17,7 +17,10 @@ import torch
 
 from stemob.deploy import (
     ObservationHistory,
+    check_test_draws,
+    draw_episodes,
     invert_pending,
+    mean_over_draws,
     next_actions,
     policy_cameras,
     to_batch,
@@ -42,10 +45,10 @@ class _Slot:
     """One sub-env's episode in a lockstep batch."""
 
     record: EpisodeRecord
-    history: ObservationHistory
+    histories: list[ObservationHistory]  # one per test-time noise draw (one without test_draws)
     done: bool = False
     frames: list[np.ndarray] = field(default_factory=list)
-    window: dict[str, np.ndarray] | None = None
+    windows: list[dict[str, np.ndarray]] | None = None
 
 
 def _message(error: BaseException) -> str:
@@ -120,6 +123,7 @@ def evaluate(
     blind: bool = False,
     env_processes: bool | None = None,
     shard: tuple[int, int] | None = None,
+    test_draws: int = 1,
 ) -> FactorResult:
     """Run ``episodes`` episodes of ``policy`` and return their outcomes.
 
@@ -146,6 +150,9 @@ def evaluate(
         shard: ``(rank, world)``: run only the lockstep batches ``b`` with ``b % world == rank``
             (the batches and their seeds are those of the whole run, so the ranks' records
             together are exactly a single process's; :func:`run_benchmark` merges them).
+        test_draws: Stem-OB's test-time ensemble: each frame inverted with this many noise draws
+            (draw m as episode ``seed + m * DRAW_STRIDE``), the policy run on every draw and its
+            actions averaged (``stemob.deploy.mean_over_draws``); 1: one draw, as the reference.
 
     When ``policy.stemob`` is set, every camera image is inverted with exactly those settings,
     frame ids ``(seed, step, camera_key)`` (those of the dataset cache for ``demo_<seed>``).
@@ -175,6 +182,7 @@ def evaluate(
         inverter = make_inverter(policy.stemob, inverter, device)
     else:
         inverter = None
+    test_draws = check_test_draws(test_draws, inverter is not None)
     starts = list(range(0, episodes, n_envs))
     if shard is not None:
         rank, world = shard
@@ -225,7 +233,7 @@ def evaluate(
                 slots = [
                     _Slot(
                         EpisodeRecord(index=start + j, seed=base_seed + start + j),
-                        ObservationHistory(cfg.n_obs_steps, keys),
+                        [ObservationHistory(cfg.n_obs_steps, keys) for _ in range(test_draws)],
                     )
                     for j in range(count)
                 ]
@@ -310,7 +318,8 @@ def _run_batch(
 
     def observe(j: int, obs: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         slot = slots[j]
-        slot.history.push(obs, step=slot.record.length)
+        for history in slot.histories:
+            history.push(obs, step=slot.record.length)
         if bool(info.get("is_success", False)):
             slot.record.success = True
         if record_video and slot.record.index < videos and video_key is not None:
@@ -330,25 +339,26 @@ def _run_batch(
         if not active:
             return
         try:
+            draws = len(slots[0].histories)
             if inverter is not None:
                 invert_pending(
                     inverter,
-                    [slots[j].history for j in active],
-                    [slots[j].record.seed for j in active],
+                    [h for j in active for h in slots[j].histories],
+                    draw_episodes([slots[j].record.seed for j in active], draws),
                     image_keys,
                     latent_keys,
                 )
             for j in active:
-                slots[j].window = slots[j].history.window()
-            fallback = slots[active[0]].window
+                slots[j].windows = [h.window() for h in slots[j].histories]
+            fallback = slots[active[0]].windows
             # finished envs keep their last window (their actions are ignored), so the batch
             # size, and with it a temporal ensembler's state, stays fixed until the batch ends
-            windows = [s.window if s.window is not None else fallback for s in slots]
+            windows = [w for s in slots for w in (s.windows or fallback)]
             batch = to_batch(windows, image_keys, device)
             if blind:
                 cameras = {*image_keys, *latent_keys}
                 batch = {k: v.zero_() if k in cameras else v for k, v in batch.items()}
-            actions = next_actions(policy, batch, **policy_kwargs)
+            actions = mean_over_draws(next_actions(policy, batch, **policy_kwargs), draws)
             actions = actions.float().cpu().numpy()
         except Exception as error:
             for j in active:
