@@ -110,6 +110,17 @@ def test_camera_jitter_moves_only_the_controllers_spheres_of_the_named_cameras(d
                       tmp_path / "c.hdf5", progress=False)  # fmt: skip
     with pytest.raises(StemobError, match=r"camera_jitter: unknown option\(s\) \['angle'\]"):
         GenimaDatasetConfig(camera_jitter={"angle": 1})
+    with pytest.raises(StemobError, match="probability must be in"):
+        GenimaDatasetConfig(camera_jitter={"probability": 0})
+    # probability 0.5: some frames from the real camera (as plain), some moved; its own digest
+    half = GenimaDatasetConfig(horizon=5, camera_jitter={"cameras": ["front"], "probability": 0.5})
+    assert "probability" not in jitter.record()["camera_jitter"]
+    assert half.record()["camera_jitter"]["probability"] == 0.5
+    mixed = build_dataset(demos, half, tmp_path / "d.hdf5", progress=False)
+    with h5py.File(plain) as a, h5py.File(mixed) as b:  # the backgrounds have their own RNG
+        real, drawn = a["data/demo_0/obs/front_target"][:], b["data/demo_0/obs/front_target"][:]
+        same = (real == drawn).reshape(len(real), -1).all(1)
+        assert 0 < same.sum() < len(same)  # real-camera frames equal plain's, the others moved
 
 
 def test_bad_input_is_named(demos, tmp_path, capsys):

@@ -12,7 +12,8 @@ resume after a kill (train.py ``resume=true``; eval.py keeps finished factors).
 
 Variants: ``plain`` (the targets drawn from the demos' cameras) and ``camera_jitter`` (the
 controller's front-camera targets drawn from a camera moved by up to Colosseum's camera_pose
-range, per frame: ``dataset.genima.camera_jitter``).
+range, per frame: ``dataset.genima.camera_jitter``); ``camera_jitter_half`` moves it in half of
+the frames only (``probability: 0.5``), for tasks where full jitter costs precision (put_in_bowl).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ OUT = ROOT / "results" / "genima"
 VARIANTS = {
     "plain": [],
     "camera_jitter": ["dataset.genima.camera_jitter={cameras:[front],position:0.1,euler:0.05}"],
+    "camera_jitter_half": [
+        "dataset.genima.camera_jitter={cameras:[front],position:0.1,euler:0.05,probability:0.5}"
+    ],
 }
 
 
@@ -76,14 +80,16 @@ def report(args: argparse.Namespace) -> None:
     for variant in VARIANTS:
         for task in TASKS:
             path = run_dir(task, args.seed, variant, args.steps) / "oracle" / "results.json"
-            if not path.is_file():
-                rows.append((task, variant, None))
-                continue
             tag = ("" if variant == "plain" else f"_{variant}") + (
                 "" if args.steps == STEPS else f"_{args.steps}steps"
             )
-            shutil.copyfile(path, OUT / f"oracle_{task}{tag}_s{args.seed}.json")
-            data = json.loads(path.read_text())
+            kept = OUT / f"oracle_{task}{tag}_s{args.seed}.json"  # the committed copy
+            if path.is_file():
+                shutil.copyfile(path, kept)
+            if not kept.is_file():
+                rows.append((task, variant, None))
+                continue
+            data = json.loads(kept.read_text())
             rows.append((task, variant, data))
             names = [n for n in data["factors"] if n != data["train_factor"]]
             factors = names if factors is None or len(names) > len(factors) else factors

@@ -54,17 +54,26 @@ FORMAT_VERSION = 1
 class CameraJitter:
     """Random camera moves for the controller's inputs: uniform in +-``position`` metres and
     +-``euler`` radians about the camera's own axes (Colosseum's ``camera_pose`` factor, which
-    moves the fixed cameras by +-0.1 m and +-0.05 rad in configs/perturbation/camera_pose.yaml)."""
+    moves the fixed cameras by +-0.1 m and +-0.05 rad in configs/perturbation/camera_pose.yaml).
+    ``probability``: the share of frames drawn from a moved camera (the others from the real one)."""
 
     cameras: list[str] = field(default_factory=lambda: ["front"])
     position: float = 0.1
     euler: float = 0.05
+    probability: float = 1.0
 
     def __post_init__(self) -> None:
         if self.position < 0 or self.euler < 0:
             raise StemobError(
                 f"camera_jitter: position and euler must be >= 0, got {self.position}, {self.euler}"
             )
+        if not 0.0 < self.probability <= 1.0:
+            raise StemobError(f"camera_jitter: probability must be in (0, 1], got {self.probability}")
+
+    def moves_frame(self, rng: np.random.Generator) -> bool:
+        """Whether this frame is drawn from a moved camera (no draw at probability 1, so datasets
+        built before the option are rebuilt identically)."""
+        return self.probability == 1.0 or bool(rng.random() < self.probability)
 
     def move(self, extrinsics: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """World -> camera extrinsics of the camera moved by one random draw."""
@@ -116,10 +125,11 @@ class GenimaDatasetConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.camera_jitter, dict):
-            unknown = sorted(set(self.camera_jitter) - {"cameras", "position", "euler"})
+            known = {"cameras", "position", "euler", "probability"}
+            unknown = sorted(set(self.camera_jitter) - known)
             if unknown:
                 raise StemobError(
-                    f"camera_jitter: unknown option(s) {unknown} (known: cameras, position, euler)"
+                    f"camera_jitter: unknown option(s) {unknown} (known: {', '.join(sorted(known))})"
                 )
             self.camera_jitter = CameraJitter(**self.camera_jitter)
         if self.horizon < 1:
@@ -132,6 +142,8 @@ class GenimaDatasetConfig:
         out["grid"] = list(self.grid) if self.grid else None
         if self.camera_jitter is None:
             del out["camera_jitter"]  # datasets built before the option keep their digest
+        elif self.camera_jitter.probability == 1.0:
+            del out["camera_jitter"]["probability"]  # likewise
         return out
 
 
@@ -290,7 +302,7 @@ def build_episode(
             frame = track.images[cam][t]
             image, mask = draw_spheres(frame, spheres, k, e)
             seen, seen_mask = image, mask  # what the controller's input is drawn from
-            if jitter is not None and cam in jitter.cameras:
+            if jitter is not None and cam in jitter.cameras and jitter.moves_frame(moves):
                 seen, seen_mask = draw_spheres(frame, spheres, k, jitter.move(e, moves))
             texture = textures.draw(rng, *frame.shape[:2])
             out[f"{cam}_target"].append(
