@@ -160,13 +160,27 @@ def mean_over_draws(actions: torch.Tensor, draws: int) -> torch.Tensor:
     return actions.reshape(-1, draws, *actions.shape[1:]).mean(1)
 
 
-def check_test_draws(draws: Any, inverting: bool) -> int:
-    """``test_draws`` as a positive integer; more than one needs Stem-OB inversion to draw."""
+def positive_draws(draws: Any) -> int:
+    """``test_draws`` as a positive integer, or one clear error."""
     if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
         raise StemobError(f"test_draws must be a positive integer, got {draws!r}")
-    if draws > 1 and not inverting:
-        raise StemobError("test_draws > 1 averages over Stem-OB noise draws: the policy has no "
-                          "Stem-OB settings (stemob: null)")  # fmt: skip
+    return draws
+
+
+def check_test_draws(draws: Any, stemob: Any) -> int:
+    """:func:`positive_draws` for a policy with Stem-OB settings ``stemob`` (a dict, settings or
+    ``None``): more than one draw needs an inversion that draws noise."""
+    draws = positive_draws(draws)
+    if draws > 1:
+        from stemob.inversion.settings import InversionSettings
+
+        if stemob is None:
+            raise StemobError("test_draws > 1 averages over Stem-OB noise draws: the policy has no "
+                              "Stem-OB settings (stemob: null)")  # fmt: skip
+        settings = stemob if isinstance(stemob, InversionSettings) else InversionSettings.from_dict(stemob)
+        if not settings.noisy:
+            raise StemobError(f"test_draws > 1: the policy's {settings.mode} inversion with k = "
+                              f"{settings.inversion_steps} draws no noise (every draw is the same)")  # fmt: skip
     return draws
 
 
@@ -280,7 +294,7 @@ class PolicyRunner:
                 device=inversion_device or self.device,
             )
         self.policy_kwargs = dict(policy_kwargs or {})
-        self.test_draws = check_test_draws(test_draws, self.inverter is not None)
+        self.test_draws = check_test_draws(test_draws, policy.stemob)
         self.histories = [
             ObservationHistory(cfg.n_obs_steps, [*self.image_keys, *self.latent_keys, *self.state_keys])
             for _ in range(self.test_draws)
@@ -395,5 +409,5 @@ class PolicyRunner:
 
     @property
     def latency(self) -> dict[str, float]:
-        """Last and median milliseconds per :meth:`act` call: inversion, policy, total."""
+        """Last and median milliseconds per :meth:`act` call: inversion, GENIMA drawing, policy, total."""
         return self.stats.summary()

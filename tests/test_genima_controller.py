@@ -176,7 +176,7 @@ def test_controller_trains_on_a_genima_dataset_and_evaluates_on_oracle_targets(
                               "output_dir": str(tmp_path / "eval2")})  # fmt: skip
     # the closed loop: a (barely trained) drawer draws the targets the controller follows
     from stemob.evaluation.genima_drawn import DrawnEnvFactory, drawer_layout
-    from stemob.genima.train_drawer import run as drawer_cli
+    from stemob.training.genima_drawer import run as drawer_cli
 
     drawer = tmp_path / "drawer"
     drawer_cli(["train", "--dataset", str(built[0]), "--out", str(drawer), "--steps", "2",

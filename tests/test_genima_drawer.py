@@ -25,6 +25,20 @@ def _frames(n: int, h: int = 16, w: int = 32, seed: int = 0) -> tuple[np.ndarray
     return obs, target
 
 
+def _genima_file(path):
+    """A 3-demo GENIMA dataset of :func:`_frames` (tiled views and the controller's two views)."""
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("data")
+        group.attrs["genima"] = json.dumps({"config": {"grid": None}})
+        for d in range(3):
+            obs, target = _frames(6, seed=d)
+            group.create_dataset(f"demo_{d}/obs/tiled_rgb", data=obs)
+            group.create_dataset(f"demo_{d}/obs/tiled_target", data=target)
+            for cam in ("front_target", "wrist_target"):
+                group.create_dataset(f"demo_{d}/obs/{cam}", data=obs[:, :, :16])
+    return path
+
+
 @pytest.mark.parametrize("model", ["tiny_uncond_model", "tiny_model"])
 def test_both_recipes_train_draw_save_and_load(model, request, tmp_path, one_torch_thread):
     folder = request.getfixturevalue(model)
@@ -88,18 +102,9 @@ def test_sphere_scoring_matches_moves_and_misses():
 
 
 def test_trainer_resumes_and_scores(tiny_uncond_model, tmp_path, one_torch_thread):
-    from stemob.genima.train_drawer import main, run
+    from stemob.training.genima_drawer import main, run
 
-    data = tmp_path / "g.hdf5"
-    with h5py.File(data, "w") as h5:
-        group = h5.create_group("data")
-        group.attrs["genima"] = json.dumps({"config": {"grid": None}})
-        for d in range(3):
-            obs, target = _frames(6, seed=d)
-            group.create_dataset(f"demo_{d}/obs/tiled_rgb", data=obs)
-            group.create_dataset(f"demo_{d}/obs/tiled_target", data=target)
-            for cam in ("front_target", "wrist_target"):
-                group.create_dataset(f"demo_{d}/obs/{cam}", data=obs[:, :, :16])
+    data = _genima_file(tmp_path / "g.hdf5")
     out = tmp_path / "run"
     common = ["--dataset", str(data), "--out", str(out), "--pretrained", str(tiny_uncond_model),
               "--batch", "2", "--held-out", "1", "--save-every", "2"]  # fmt: skip
@@ -115,3 +120,41 @@ def test_trainer_resumes_and_scores(tiny_uncond_model, tmp_path, one_torch_threa
     with pytest.raises(SystemExit) as stopped:
         main(["train", "--dataset", str(tmp_path / "none.hdf5"), "--out", str(out)])
     assert stopped.value.code == 2
+
+
+def test_augmentation_shifts_the_pair_together_jitters_the_observation_and_resumes_exactly(
+    tiny_uncond_model, tmp_path, one_torch_thread
+):
+    """--shift crops observation and target at one offset, --color-jitter changes the observation
+    only; an augmented run stopped and continued ends with the uninterrupted run's weights."""
+    import argparse
+
+    from stemob.training.genima_drawer import _augment, _augmenters, run
+
+    obs, target = _frames(4, seed=0)
+    shift = _augmenters(argparse.Namespace(shift=3, color_jitter=0.0, seed=0))
+    moved_obs, moved_target = _augment(shift, obs, target)
+    changed = (moved_obs != obs).any(axis=(1, 2, 3))
+    assert changed.any()
+    # one offset for both: the target still differs from its observation exactly at the spheres
+    spheres = (target != obs).any(-1).sum(axis=(1, 2))
+    np.testing.assert_array_equal((moved_target != moved_obs).any(-1).sum(axis=(1, 2)), spheres)
+    color = _augmenters(argparse.Namespace(shift=0, color_jitter=0.3, seed=0))
+    seen, kept = _augment(color, obs, target)
+    assert (seen != obs).any() and np.array_equal(kept, target)
+    with pytest.raises(StemobError, match="--shift"):
+        _augmenters(argparse.Namespace(shift=-1, color_jitter=0.0, seed=0))
+    data = _genima_file(tmp_path / "g.hdf5")
+    common = ["--dataset", str(data), "--pretrained", str(tiny_uncond_model), "--batch", "2",
+              "--held-out", "1", "--save-every", "2", "--shift", "2", "--color-jitter", "0.2"]  # fmt: skip
+    run(["train", *common, "--out", str(tmp_path / "a"), "--steps", "4"])
+    run(["train", *common, "--out", str(tmp_path / "b"), "--steps", "2"])
+    run(["train", *common, "--out", str(tmp_path / "b"), "--steps", "4"])  # continued
+    state = torch.load(tmp_path / "b" / "latest" / "train_state.pt", weights_only=True)
+    assert state["settings"]["shift"] == 2 and set(state["augment"]) == {"shift", "color"}
+    weights = sorted(p.name for p in (tmp_path / "a" / "latest" / "denoiser").glob("*.safetensors"))
+    assert weights
+    for name in weights:
+        assert (tmp_path / "a" / "latest" / "denoiser" / name).read_bytes() == (
+            tmp_path / "b" / "latest" / "denoiser" / name
+        ).read_bytes(), name

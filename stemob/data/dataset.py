@@ -54,7 +54,8 @@ class DatasetConfig:
         stemob_draws: M noise draws per training frame: M caches (draw m's noise seeded by
             ``stemob.seed + m``, :meth:`InversionSettings.draw`) held in memory, and the dataset is
             M times longer: sample ``i`` is window ``i % n`` seen through draw ``i // n``, so one
-            pass over the data shows every frame under every draw. The validation split uses draw 0.
+            pass over the data shows every frame under every draw. The validation split and the
+            image statistics use draw 0.
         cache_dir: where the Stem-OB cache lives if not beside the dataset.
         in_memory: load every episode into memory once (fast); ``False`` reads images from the
             HDF5 file per batch (robomimic files only; handles reopen in each worker).
@@ -119,6 +120,11 @@ class DatasetConfig:
                 )
             if self.stemob.seed is None:
                 raise StemobError("stemob_draws > 1 needs a seeded inversion (stemob.seed)")
+            if not self.stemob.noisy:
+                raise StemobError(
+                    f"stemob_draws > 1: {self.stemob.mode} inversion with k = "
+                    f"{self.stemob.inversion_steps} draws no noise (every draw is the same frame)"
+                )
             if not self.in_memory:
                 raise StemobError("stemob_draws > 1 needs in_memory=True (the draws are held in memory)")
         self.key_map = dict(self.key_map or {})
@@ -302,7 +308,7 @@ class DemoDataset(torch.utils.data.Dataset):
         cfg = self.config
         if cfg.stemob_draws == 1:
             return
-        from stemob.inversion.dataset_cache import find_cache
+        from stemob.inversion.dataset_cache import find_cache, read_cache_record
 
         frames = None
         if self.reader.format != "robomimic":
@@ -320,12 +326,17 @@ class DemoDataset(torch.utils.data.Dataset):
                     f"{cfg.stemob.draw(draw).seed}): {error}"
                 ) from error
             self.draw_cache_paths.append(path)
+            cached = read_cache_record(path)["keys"]
+            missing = [k for k in self.stemob_keys if self.source_keys[k] not in cached]
+            if missing:
+                raise StemobError(f"{path}: key(s) {missing} were not inverted (the cache holds "
+                                  f"{cached}); rebuild it with --keys")  # fmt: skip
             lazy = _LazyFile(path)
             for key in self.stemob_keys:
                 for index in range(len(self.lengths)):
                     start = draw * total + int(self.offsets[index])
                     dataset = self._image_dataset(index, key, lazy)
-                    images = self._read(dataset, index, key)
+                    images = self._read(dataset, index, key, lazy.path)
                     self.arrays[key][start : start + len(images)] = images.transpose(0, 3, 1, 2)
             lazy.close()
 
@@ -404,13 +415,14 @@ class DemoDataset(torch.utils.data.Dataset):
             )
         return dataset
 
-    def _read(self, dataset: Any, index: int, key: str) -> np.ndarray:
-        """All of an HDF5 dataset of episode ``index``, with a clear error when it is corrupt."""
+    def _read(self, dataset: Any, index: int, key: str, path: Path | None = None) -> np.ndarray:
+        """All of an HDF5 dataset of episode ``index`` (in ``path``, default the key's file), with
+        a clear error when it is corrupt."""
         try:
             return dataset[()]
         except (OSError, ValueError) as error:
             raise StemobError(
-                f"{self._image_files[key].path}: episode {self.episode_names[index]!r}, key "
+                f"{path or self._image_files[key].path}: episode {self.episode_names[index]!r}, key "
                 f"{self.source_keys[key]!r} cannot be read (corrupt?): {error}"
             ) from error
 

@@ -182,7 +182,7 @@ def evaluate(
         inverter = make_inverter(policy.stemob, inverter, device)
     else:
         inverter = None
-    test_draws = check_test_draws(test_draws, inverter is not None)
+    test_draws = check_test_draws(test_draws, getattr(policy, "stemob", None))
     starts = list(range(0, episodes, n_envs))
     if shard is not None:
         rank, world = shard

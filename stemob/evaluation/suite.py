@@ -178,8 +178,6 @@ def _run_factors(
             resume_key["env_factory"] = factory.describe()
         if policy_overrides:  # absent when empty: earlier evaluations' resume files stay valid
             resume_key["policy_overrides"] = dict(policy_overrides)
-        if options.get("test_draws", 1) != 1:  # likewise
-            resume_key["test_draws"] = int(options["test_draws"])
 
     episodes = {n: clean_episodes if n == TRAIN_FACTOR else perturbed_episodes for n in factors}
     return run_benchmark(
@@ -275,10 +273,14 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         "videos": int(cfg.get("videos", 2)),
         "max_steps": cfg.get("max_steps"),
         "blind": bool(cfg.get("blind", False)),
-        "test_draws": int(cfg.get("test_draws") or 1),
         "env_processes": cfg.get("env_processes"),
         "shard": shard,
     }
+    test_draws = cfg.get("test_draws", 1)
+    if test_draws != 1:  # absent at 1: evaluations resumed from before the option keep their keys
+        from stemob.deploy import positive_draws
+
+        options["test_draws"] = positive_draws(test_draws)
     oracle = cfg.get("genima_oracle") or {}
     agent = cfg.get("genima_agent") or {}
     if agent.get("drawer") and oracle.get("horizon"):
@@ -312,7 +314,7 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
             if not main:  # the main rank holds the merged results and writes the reports
                 continue
             meta = _report_meta(folder, policy, overrides)
-            if options["test_draws"] != 1:
+            if "test_draws" in options:
                 meta["test_draws"] = str(options["test_draws"])
             paths = write_report(results, target, title=name, meta=meta)
             named[name] = results

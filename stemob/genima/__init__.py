@@ -2,7 +2,7 @@
 drawn as coloured spheres on the camera images, tiled views, and the random-background copies
 its controller learns from. These are pure numpy (they need only camera matrices and 3-D points);
 the diffusion agent that draws targets (:mod:`stemob.genima.drawer`, torch and diffusers) and its
-trainer (:mod:`stemob.genima.train_drawer`) are imported on their own."""
+trainer (:mod:`stemob.training.genima_drawer`) are imported on their own."""
 
 from stemob.genima.targets import (
     CLOSED_COLOR,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,33 +34,61 @@ def drawer_checkpoint(path: str | Path) -> Path:
 
 def run_drawer(checkpoint: str | Path) -> Path | None:
     """The drawer run of the GENIMA run that ``checkpoint`` belongs to (a run directory, its
-    ``checkpoints/best``, a step folder or its ``policy/``), or ``None`` for other runs."""
+    ``checkpoints/best``, a step folder or its ``policy/``), or ``None`` for other runs. Only the
+    run's own folder is searched; a drawer whose stage has not finished is used with a warning."""
     path = Path(checkpoint).resolve()
-    for folder in [path, *list(path.parents)[:4]]:
-        if (folder / DRAWER_DIR / "latest" / "train_state.pt").is_file():
-            return folder / DRAWER_DIR
+    for folder in [path, *list(path.parents)[:3]]:
+        if not (folder / "checkpoints").is_dir():
+            continue  # not the run's root yet
+        drawer = folder / DRAWER_DIR
+        if not (drawer / "latest" / "train_state.pt").is_file():
+            return None
+        summary = folder / "summary.json"
+        if not (summary.is_file() and "drawer" in json.loads(summary.read_text())):
+            warnings.warn(
+                f"{drawer}: this GENIMA run's drawer stage has not finished (summary.json names "
+                "no drawer); its newest saved drawer is used",
+                stacklevel=2,
+            )
+        return drawer
     return None
 
 
-def drawer_layout(drawer_dir: str | Path) -> tuple[list[str], tuple[int, int]]:
-    """The cameras (tile order) and grid of the GENIMA dataset a drawer was trained on."""
+def dataset_layout(dataset: str | Path) -> dict[str, Any]:
+    """``{cameras, grid, horizon}`` of a GENIMA dataset: the views in tile order, the tile grid
+    and the targets' horizon (recorded with a drawer at training time)."""
     import h5py
-    import torch
 
-    state = Path(drawer_dir) / "latest" / "train_state.pt"
-    if not state.is_file():
-        raise StemobError(f"{drawer_dir}: no latest/train_state.pt (a stemob-genima-drawer run)")
-    dataset = Path(torch.load(state, weights_only=True)["settings"]["dataset"])
-    if not dataset.is_file():
-        raise StemobError(f"{drawer_dir} was trained on {dataset}, which is gone (its views are read there)")
     with h5py.File(dataset, "r") as h5:
         config = json.loads(h5["data"].attrs["genima"])["config"]
         first = next(iter(h5["data"].values()))["obs"]
         cameras = config.get("cameras") or sorted(
             k[: -len("_target")] for k in first if k.endswith("_target") and k != "tiled_target"
         )
-    grid = tuple(config["grid"]) if config.get("grid") else (1, len(cameras))
-    return list(cameras), grid
+    grid = list(config["grid"]) if config.get("grid") else [1, len(cameras)]
+    return {"cameras": list(cameras), "grid": grid, "horizon": config.get("horizon")}
+
+
+def drawer_layout(drawer_dir: str | Path) -> tuple[list[str], tuple[int, int]]:
+    """The cameras (tile order) and grid of the GENIMA dataset a drawer was trained on (recorded
+    in its ``train_state.pt``; drawers trained before that read them from the dataset)."""
+    import torch
+
+    folder = Path(drawer_dir)
+    folder = folder.parent if folder.name == "latest" else folder
+    state_path = folder / "latest" / "train_state.pt"
+    if not state_path.is_file():
+        raise StemobError(f"{drawer_dir}: no latest/train_state.pt (a stemob-genima-drawer run)")
+    state = torch.load(state_path, weights_only=True)
+    layout = state.get("layout")
+    if layout is None:
+        dataset = Path(state["settings"]["dataset"])
+        if not dataset.is_file():
+            raise StemobError(
+                f"{drawer_dir} was trained on {dataset}, which is gone (its views are read there)"
+            )
+        layout = dataset_layout(dataset)
+    return list(layout["cameras"]), tuple(layout["grid"])
 
 
 class TargetPainter:

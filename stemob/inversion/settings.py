@@ -121,6 +121,12 @@ class InversionSettings:
             )
         return cls(**data)
 
+    @property
+    def noisy(self) -> bool:
+        """Whether the inversion draws noise (ddpm with k > 0): DDIM inversion and k = 0 (the
+        plain VAE round trip) give the same frames under every seed."""
+        return self.mode == "ddpm" and self.inversion_steps > 0
+
     def draw(self, index: int) -> InversionSettings:
         """The settings of noise draw ``index`` (0: these): the same inversion with its noise
         seeded by ``seed + index``, so M draws of a dataset are M caches (``dataset.stemob_draws``)."""

@@ -148,7 +148,7 @@ def build_dataset(
         stemob=settings,
         stemob_keys=dataset.get("stemob_keys"),
         stemob_latents=bool(dataset.get("stemob_latents", False)),
-        stemob_draws=int(dataset.get("stemob_draws", 1)),
+        stemob_draws=dataset.get("stemob_draws", 1),
         cache_dir=dataset.get("cache_dir"),
     )
     return DemoDataset(config)
@@ -205,11 +205,21 @@ def check_before_long_work(cfg: Mapping[str, Any]) -> None:
     except TypeError as error:
         raise StemobError(f"policy.config: {error}") from error
     make_augment(cfg)
-    if section.get("drawer") and not (cfg.get("dataset") or {}).get("genima"):
-        raise StemobError(
-            "policy=genima trains its controller and drawer on a GENIMA dataset: add dataset=genima "
-            "and a joint-position task (e.g. task=lift_cube_joint)"
-        )
+    if section.get("drawer"):
+        if not (cfg.get("dataset") or {}).get("genima"):
+            raise StemobError(
+                "policy=genima trains its controller and drawer on a GENIMA dataset: add "
+                "dataset=genima and a joint-position task (e.g. task=lift_cube_joint)"
+            )
+        from stemob.training.genima_drawer import drawer_args
+
+        drawer_args(section["drawer"], "dataset.hdf5", "run")  # its options fail now, not after stage 1
+    draws = (cfg.get("dataset") or {}).get("stemob_draws", 1)
+    if draws != 1:  # before any cache is built
+        from stemob.data.dataset import DatasetConfig
+
+        DatasetConfig(path="-", stemob=inversion_settings(cfg.get("stemob")), stemob_draws=draws,
+                      stemob_latents=bool(cfg["dataset"].get("stemob_latents", False)))  # fmt: skip
     path = Path(cfg["dataset"]["path"])
     if path.exists() and not cfg["dataset"].get("genima"):  # GENIMA keys exist once it is built
         from stemob.data.detect import open_reader

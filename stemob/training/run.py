@@ -47,15 +47,21 @@ def _check_run_dir(run_dir: Path, cfg: Mapping[str, Any], resume: bool) -> None:
             )
 
 
+OFF_VALUES = {"stemob_draws": 1, "shift": 0, "color_jitter": 0.0}
+"""Options added after runs were saved whose "off" is a number (the rest are off at ``null`` or
+``false``): at these values a resumed run that lacks them counts as unchanged."""
+
+
 def _same_section(saved: Any, current: Any) -> bool:
     """Whether a config section is unchanged since the run was saved; an option that is new
-    since then counts as unchanged while it is off (``null`` or ``false``), so runs resume across
-    stemob versions that add options."""
+    since then counts as unchanged while it is off (``null``, ``false`` or its
+    :data:`OFF_VALUES` value), so runs resume across stemob versions that add options."""
     if isinstance(saved, Mapping) and isinstance(current, Mapping):
         return all(
             _same_section(saved[k], current[k])
             if k in saved
-            else (current[k] is None or current[k] is False)
+            else (current[k] is None or current[k] is False
+                  or (k in OFF_VALUES and current[k] == OFF_VALUES[k]))  # fmt: skip
             for k in current
         ) and set(saved) <= set(current)
     return saved == current
@@ -156,22 +162,26 @@ def train(
             print(f"resumed {run_dir} at step {trainer.step}")
         else:
             _log_dataset(run_dir, logger, dataset, cache, policy)
+    summary = None
     try:
         trainer.fit(stop_at=stop_at)
         if main and trainer.step >= training.steps:
             summary = {"steps": trainer.step, "policy": str(CheckpointManager(run_dir).latest())}
-            if cfg["policy"].get("drawer"):  # GENIMA: stage 2, the diffusion agent
-                from stemob.genima.train_drawer import train_in_run
-
-                print("GENIMA stage 2: the diffusion agent (the controller is trained)")
-                summary["drawer"] = str(train_in_run(
-                    cfg["policy"]["drawer"], cfg["dataset"]["path"], run_dir, training.seed
-                ))  # fmt: skip
             logger.summary(summary)
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            if not cfg["policy"].get("drawer"):
+                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     finally:
         logger.close()
     accelerator.wait_for_everyone()
+    if summary is not None and cfg["policy"].get("drawer"):  # GENIMA's stage 2, main process
+        from stemob.training.genima_drawer import train_in_run
+
+        print("GENIMA stage 2: the diffusion agent (the controller is trained)")
+        summary["drawer"] = str(train_in_run(
+            cfg["policy"]["drawer"], cfg["dataset"]["path"], run_dir, training.seed,
+            str(accelerator.device),
+        ))  # fmt: skip
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))  # both stages done
     return run_dir
 
 

@@ -4,6 +4,7 @@ and score what it draws.
     stemob-genima-drawer train --dataset data/lift_cube_joint/demos_200.genima-<digest>.hdf5 \
         --out outputs/genima/drawer_lift_cube [--steps 4000] [--batch 16] [--pretrained embedded]
         [--recipe auto] [--lr 1e-4] [--held-out 10] [--save-every 500] [--seed 0]
+        [--shift 4] [--color-jitter 0.3]
     stemob-genima-drawer score --checkpoint outputs/genima/drawer_lift_cube \
         --dataset <genima.hdf5> [--frames 64] [--out scores.json]
 
@@ -12,7 +13,11 @@ the last ``--held-out`` ones. With the ``concat`` recipe the VAE is frozen, so b
 once (progress bar) and each step trains the UNet on cached latents. ``<out>/latest/`` holds the
 drawer (``denoiser/``, ``drawer.json``) and ``train_state.pt`` (optimiser, step, generator), written
 to a scratch folder and renamed every ``--save-every`` steps: a killed run resumes there with the
-same command (a larger ``--steps`` continues a finished run). ``score`` draws targets for held-out frames and reports the spheres' pixel error
+same command (a larger ``--steps`` continues a finished run). GENIMA's augmentation (off by default):
+``--shift N`` crops observation and target at the same random offset (pad N, edge replicated, as
+``obs_aug=aug``), ``--color-jitter V`` jitters the observation's brightness, contrast and
+saturation by up to V (hue V / 6) and leaves the target's spheres alone; either one re-encodes
+the augmented frames every step instead of reading cached latents. ``score`` draws targets for held-out frames and reports the spheres' pixel error
 (:mod:`stemob.genima.spheres`) and the time per drawing.
 """
 
@@ -76,6 +81,7 @@ def _encode_all(drawer: Any, images: np.ndarray, batch: int, desc: str) -> torch
 def train(args: argparse.Namespace) -> Path:
     from tqdm import tqdm
 
+    from stemob.genima.agent import dataset_layout
     from stemob.genima.drawer import DrawerConfig, TargetDrawer
 
     dataset, out = Path(args.dataset), Path(args.out)
@@ -86,8 +92,11 @@ def train(args: argparse.Namespace) -> Path:
     state_path = latest / "train_state.pt"
     settings = {"dataset": str(dataset), "batch": args.batch,
                 "held_out": args.held_out, "seed": args.seed}  # fmt: skip
+    augment = _augmenters(args)
+    if augment:  # older runs have no augmentation and keep their settings
+        settings.update(shift=args.shift, color_jitter=args.color_jitter)
     if state_path.is_file():
-        drawer = TargetDrawer.load(latest)
+        drawer = TargetDrawer.load(latest, args.device)
         state = torch.load(state_path, weights_only=True)
         # older runs recorded their steps too; more steps continue a run
         if {k: v for k, v in state["settings"].items() if k != "steps"} != settings:
@@ -95,7 +104,7 @@ def train(args: argparse.Namespace) -> Path:
                               "use another --out")  # fmt: skip
     else:
         config = DrawerConfig(pretrained=args.pretrained, recipe=args.recipe, lr=args.lr)
-        drawer, state = TargetDrawer(config), None
+        drawer, state = TargetDrawer(config, args.device), None
     drawer.denoiser.train()
     optimizer = torch.optim.AdamW(drawer.trainable(), lr=drawer.config.lr, weight_decay=1e-2)
     generator = torch.Generator().manual_seed(args.seed)
@@ -103,12 +112,15 @@ def train(args: argparse.Namespace) -> Path:
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        for name, aug in augment.items():
+            aug.load_state_dict(state["augment"][name])
         step = int(state["step"])
     if step >= args.steps:
         return latest
+    layout = dataset_layout(dataset)
     observations = _read(dataset, train_names, "tiled_rgb")
     targets = _read(dataset, train_names, "tiled_target")
-    cached = drawer.recipe == "concat"  # a frozen VAE and a latent condition: encode once
+    cached = drawer.recipe == "concat" and not augment  # frozen VAE, latent condition: encode once
     if cached:
         observations = _encode_all(drawer, observations, 64, "encoding observations")
         targets = _encode_all(drawer, targets, 64, "encoding targets")
@@ -120,7 +132,8 @@ def train(args: argparse.Namespace) -> Path:
         if cached:
             loss = drawer.loss_from_latents(targets[index], observations[index], generator)
         else:
-            loss = drawer.loss(observations[index], targets[index], generator)
+            observation, target = _augment(augment, observations[index], targets[index])
+            loss = drawer.loss(observation, target, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -133,18 +146,55 @@ def train(args: argparse.Namespace) -> Path:
                                     "s_per_step": (time.perf_counter() - started) / 50}) + "\n")  # fmt: skip
             started = time.perf_counter()
         if step % args.save_every == 0 or step == args.steps:
-            _save(drawer, optimizer, generator, step, settings, out)
+            _save(drawer, optimizer, generator, step, settings, out, augment, layout)
     bar.close()
     return latest
 
 
-def _save(drawer: Any, optimizer: Any, generator: Any, step: int, settings: dict, out: Path) -> None:
+def _augmenters(args: argparse.Namespace) -> dict[str, Any]:
+    """GENIMA's augmentation as ``obs_aug=aug`` parts: ``shift`` (observation and target, one
+    offset per pair) and ``color`` (the observation only); empty when both are off."""
+    from stemob.training.augment import AugmentConfig, BatchAugment
+
+    if args.shift < 0 or args.color_jitter < 0:
+        raise StemobError(f"--shift and --color-jitter must be >= 0, got {args.shift}, {args.color_jitter}")
+    out: dict[str, Any] = {}
+    if args.shift:
+        out["shift"] = BatchAugment(AugmentConfig("aug", shift=args.shift, brightness=0.0,
+                                                  contrast=0.0, saturation=0.0, hue=0.0,
+                                                  seed=args.seed))  # fmt: skip
+    if args.color_jitter:
+        v = args.color_jitter
+        out["color"] = BatchAugment(AugmentConfig("aug", shift=0, brightness=v, contrast=v,
+                                                  saturation=v, hue=v / 6, seed=args.seed + 1))  # fmt: skip
+    return out
+
+
+def _augment(augment: dict[str, Any], observation: np.ndarray, target: np.ndarray) -> tuple:
+    """uint8 ``(B, H, W, 3)`` observation and target after :func:`_augmenters`' parts."""
+    if not augment:
+        return observation, target
+    pair = torch.from_numpy(np.stack([observation, target], 1)).permute(0, 1, 4, 2, 3)
+    if "shift" in augment:  # the pair as two frames of one sample: one offset for both
+        pair = augment["shift"]({"obs": {"pair": pair}})["obs"]["pair"]
+    if "color" in augment:
+        seen = augment["color"]({"obs": {"seen": pair[:, :1]}})["obs"]["seen"]
+        pair = torch.cat([seen, pair[:, 1:]], 1)
+    pair = pair.permute(0, 1, 3, 4, 2).numpy()
+    return pair[:, 0], pair[:, 1]
+
+
+def _save(drawer: Any, optimizer: Any, generator: Any, step: int, settings: dict, out: Path,
+          augment: dict[str, Any] | None = None, layout: dict | None = None) -> None:  # fmt: skip
     """``<out>/latest`` replaced atomically (scratch folder, then rename)."""
     scratch, latest, old = out / "latest.tmp", out / "latest", out / "latest.old"
     shutil.rmtree(scratch, ignore_errors=True)
     drawer.save(scratch)
     torch.save({"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "step": step, "settings": settings}, scratch / "train_state.pt")  # fmt: skip
+                "step": step, "settings": settings,
+                "augment": {k: a.state_dict() for k, a in (augment or {}).items()},
+                "layout": layout},
+               scratch / "train_state.pt")  # fmt: skip
     shutil.rmtree(old, ignore_errors=True)
     if latest.exists():
         os.replace(latest, old)
@@ -198,25 +248,45 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def train_in_run(
-    options: Mapping[str, Any], dataset: str | Path, run_dir: str | Path, seed: int = 0
-) -> Path:
-    """GENIMA's stage 2 inside a training run (``train.py policy=genima``): the drawer trained on
-    ``dataset`` into ``<run_dir>/drawer`` with ``options`` (``policy.drawer``: the CLI's long
-    options, e.g. ``steps``, ``batch``, ``lr``; the CLI's defaults for the rest); resumable
-    like the CLI. Returns the drawer's ``latest/``."""
+def drawer_args(
+    options: Mapping[str, Any], dataset: str | Path, run_dir: str | Path, seed: int = 0,
+    device: str = "cpu",
+) -> argparse.Namespace:  # fmt: skip
+    """The CLI's ``train`` arguments for ``policy.drawer`` (its long options, e.g. ``steps``,
+    ``batch``, ``lr``; the CLI's defaults for the rest), or one clear error naming the option."""
     from stemob.genima.agent import DRAWER_DIR
 
     args = build_parser().parse_args(
         ["train", "--dataset", str(dataset), "--out", str(Path(run_dir) / DRAWER_DIR)]
     )
-    known = sorted(k for k in vars(args) if k not in ("command", "dataset", "out"))
+    known = sorted(k for k in vars(args) if k not in ("command", "dataset", "out", "device"))
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise StemobError(f"policy.drawer: unknown option(s) {unknown} (known: {known})")
     for key, value in {"seed": seed, **options}.items():
-        setattr(args, key, type(getattr(args, key))(value))
-    return train(args)
+        kind = type(getattr(args, key))
+        try:
+            if value is None or isinstance(value, bool) or (kind is int and value != int(value)):
+                raise ValueError
+            setattr(args, key, kind(value))
+        except (TypeError, ValueError):
+            raise StemobError(f"policy.drawer.{key} must be a {kind.__name__}, got {value!r}") from None
+    args.device = str(device)
+    for key in ("steps", "batch", "save_every"):
+        if getattr(args, key) < 1:
+            raise StemobError(f"policy.drawer.{key} must be >= 1, got {getattr(args, key)}")
+    _augmenters(args)  # checks shift and color_jitter
+    return args
+
+
+def train_in_run(
+    options: Mapping[str, Any], dataset: str | Path, run_dir: str | Path, seed: int = 0,
+    device: str = "cpu",
+) -> Path:  # fmt: skip
+    """GENIMA's stage 2 inside a training run (``train.py policy=genima``): the drawer trained on
+    ``dataset`` into ``<run_dir>/drawer`` with ``options`` (:func:`drawer_args`), resumable like
+    the CLI. Returns the drawer's ``latest/``."""
+    return train(drawer_args(options, dataset, run_dir, seed, device))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", default="auto")
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--save-every", type=int, default=500)
+    t.add_argument("--device", default="cpu", help="where the drawer trains (cpu, cuda, ...)")
+    t.add_argument("--shift", type=int, default=0, help="GENIMA's random crop: pad and shift by up to N px")
+    t.add_argument("--color-jitter", type=float, default=0.0,
+                   help="GENIMA's colour jitter of the observation (brightness/contrast/saturation)")  # fmt: skip
     s = sub.add_parser("score")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--dataset", required=True)
