@@ -347,3 +347,6 @@ def test_resume_accepts_options_added_since_the_run_was_saved_only_while_off():
     assert not _same_section(saved, {**saved, "count": 0})
     assert not _same_section({**saved, "gone": 1}, saved)
     assert not _same_section(saved, {**saved, "path": "other.hdf5"})
+    assert _same_section(saved, {**saved, "stemob_draws": 1})  # numeric options off at default
+    assert not _same_section(saved, {**saved, "stemob_draws": 4})
+    assert _same_section({"drawer": {"steps": 2}}, {"drawer": {"steps": 2, "shift": 0}})
