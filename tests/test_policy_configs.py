@@ -26,6 +26,19 @@ EXPECTED = {
             shapes, dim, temporal_ensemble_coeff=None, binary_action_dims=[7]
         ),
     ),
+    "genima": (  # the controller of policy=genima (its drawer section is checked by train.py)
+        "act",
+        lambda shapes, dim: act.small_config(
+            shapes, dim, temporal_ensemble_coeff=None, binary_action_dims=[7]
+        ),
+    ),
+    "genima_paper": (
+        "act",
+        lambda shapes, dim: act.paper_config(
+            shapes, dim, horizon=20, n_action_steps=20, temporal_ensemble_coeff=None,
+            binary_action_dims=[7],
+        ),
+    ),
 }
 
 
