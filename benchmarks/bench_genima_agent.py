@@ -13,14 +13,12 @@ warm-up calls; torch threads as set by ``--threads``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
+from results_io import publish  # benchmarks/results_io.py (run as a script)
 
 
 def main() -> None:
@@ -82,14 +80,8 @@ def main() -> None:
         "tiled_frame": list(tiled.shape[1:]),
         "drawer_train_step_ms_batch16": 1000 * statistics.median(steps),
         "drawer_train_frames_per_s": 16 / statistics.median(steps),
-        "threads": args.threads,
-        "machine": f"{platform.machine()}, torch {torch.__version__}",
-        "date": date.today().isoformat(),
     }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    publish(result, args.threads, args.out)
 
 
 if __name__ == "__main__":

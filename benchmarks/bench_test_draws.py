@@ -14,14 +14,11 @@ call. Medians over the repeats after two warm-up calls; the draws alternate per 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import publish  # benchmarks/results_io.py (run as a script)
 
 from policies import make_policy
 from policies.testing import batch_stats, synthetic_batch
@@ -67,14 +64,8 @@ def main() -> None:
         "ms_per_act": medians,
         "ratio_to_one_draw": {m: medians[m] / medians[1] for m in DRAWS},
         "repeats": args.repeats,
-        "threads": args.threads,
-        "machine": f"{platform.machine()}, torch {torch.__version__}",
-        "date": date.today().isoformat(),
     }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    publish(result, args.threads, args.out)
 
 
 if __name__ == "__main__":
