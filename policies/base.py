@@ -470,6 +470,18 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     )
 
 
+def checkpoint_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The saved record of a checkpoint (policy name, config, ``stemob``, ``env_args``) without
+    loading its weights; ``path`` as for :func:`load_policy`."""
+    config_file = resolve_checkpoint(path) / CONFIG_FILE
+    record = json.loads(config_file.read_text())
+    if record.get("format") != CHECKPOINT_FORMAT:
+        raise StemobError(
+            f"{config_file}: format {record.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
+        )
+    return record
+
+
 def load_policy(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -483,12 +495,7 @@ def load_policy(
     since it would not match the trained weights.
     """
     folder = resolve_checkpoint(path)
-    config_file = folder / CONFIG_FILE
-    record = json.loads(config_file.read_text())
-    if record.get("format") != CHECKPOINT_FORMAT:
-        raise StemobError(
-            f"{config_file}: format {record.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
-        )
+    record = checkpoint_record(folder)
     stats = json.loads((folder / STATS_FILE).read_text())
     config = dict(record["config"])
     if overrides:

@@ -167,20 +167,27 @@ def positive_draws(draws: Any) -> int:
     return draws
 
 
-def check_test_draws(draws: Any, stemob: Any) -> int:
-    """:func:`positive_draws` for a policy with Stem-OB settings ``stemob`` (a dict, settings or
-    ``None``): more than one draw needs an inversion that draws noise."""
-    draws = positive_draws(draws)
-    if draws > 1:
-        from stemob.inversion.settings import InversionSettings
+def draws_refusal(stemob: Any) -> str | None:
+    """Why a policy with Stem-OB settings ``stemob`` (a dict, settings or ``None``) cannot take
+    more than one test-time noise draw, or None when it can."""
+    from stemob.inversion.settings import InversionSettings
 
-        if stemob is None:
-            raise StemobError("test_draws > 1 averages over Stem-OB noise draws: the policy has no "
-                              "Stem-OB settings (stemob: null)")  # fmt: skip
-        settings = stemob if isinstance(stemob, InversionSettings) else InversionSettings.from_dict(stemob)
-        if not settings.noisy:
-            raise StemobError(f"test_draws > 1: the policy's {settings.mode} inversion with k = "
-                              f"{settings.inversion_steps} draws no noise (every draw is the same)")  # fmt: skip
+    if stemob is None:
+        return "the policy has no Stem-OB settings (stemob: null)"
+    settings = stemob if isinstance(stemob, InversionSettings) else InversionSettings.from_dict(stemob)
+    if not settings.noisy:
+        return (f"the policy's {settings.mode} inversion with k = {settings.inversion_steps} draws "
+                "no noise (every draw is the same)")  # fmt: skip
+    return None
+
+
+def check_test_draws(draws: Any, stemob: Any) -> int:
+    """:func:`positive_draws` for a policy with Stem-OB settings ``stemob``: more than one draw
+    needs an inversion that draws noise (:func:`draws_refusal`)."""
+    draws = positive_draws(draws)
+    reason = draws_refusal(stemob) if draws > 1 else None
+    if reason:
+        raise StemobError(f"test_draws > 1 averages over Stem-OB noise draws: {reason}")
     return draws
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -93,7 +95,7 @@ def test_invert_pending_inverts_each_window_frame_once(tiny_uncond_model):
     assert np.array_equal(histories[1].window()["eef_pos"][1], obs_at(3)["eef_pos"])
 
 
-def make_checkpoint(path, policy_name: str, stemob=None, action_dim: int = 4, **overrides):
+def make_checkpoint(path, policy_name: str, stemob=None, action_dim: int = 4, env_args=None, **overrides):
     if policy_name == "act":
         from policies.act.config import small_config
 
@@ -104,7 +106,7 @@ def make_checkpoint(path, policy_name: str, stemob=None, action_dim: int = 4, **
         steps = dict(n_obs_steps=2, horizon=8, n_action_steps=4, num_inference_steps=3)
     batch = synthetic_batch(SHAPES, action_dim, 4, steps["n_obs_steps"], 8)
     cfg = small_config(SHAPES, action_dim, cnn_width=8, **steps, **overrides)
-    policy = make_policy(policy_name, cfg, stats=batch_stats(batch), stemob=stemob)
+    policy = make_policy(policy_name, cfg, stats=batch_stats(batch), stemob=stemob, env_args=env_args)
     policy.save(path)
     return path
 
@@ -241,3 +243,34 @@ def test_test_draws_average_the_policy_over_noise_draws(tmp_path, settings):
     result = evaluate(seven, env_args, episodes=2, n_envs=2, test_draws=2, max_steps=8,
                       progress=False)  # fmt: skip
     assert result.completed == 2 and result.errors == 0
+
+
+def test_compared_policies_take_test_draws_only_where_inversion_draws_noise(tmp_path, settings):
+    """eval.py comparison mode with test_draws=2: the Stem-OB policy is evaluated with two draws,
+    the policy without Stem-OB with one (said in its report); when no policy draws noise, one
+    error before any rollout."""
+    from envs.tabletop.env import TabletopEnv
+    from stemob.evaluation.suite import evaluate_from_config
+    from tests.test_training import compose
+
+    env = TabletopEnv("lift_cube", image_size=24)
+    env_args = env.env_args
+    env.close()
+    stem = make_checkpoint(tmp_path / "stem", "diffusion", settings, action_dim=7, env_args=env_args)
+    raw = make_checkpoint(tmp_path / "raw", "diffusion", action_dim=7, env_args=env_args)
+
+    def run(checkpoints: str, names: str, out: str):
+        cfg = compose([f"checkpoint={checkpoints}", f"names={names}", "perturbation=none",
+                       "episodes=1", "envs=1", "videos=0", "max_steps=4", "test_draws=2",
+                       "logger.name=none", f"output_dir={tmp_path / out}"], config_name="eval")  # fmt: skip
+        return evaluate_from_config(cfg)
+
+    out = run(f"[{stem},{raw}]", "[stemob,org]", "both")
+    stem_meta = json.loads((out / "stemob" / "results.json").read_text())["meta"]
+    raw_meta = json.loads((out / "org" / "results.json").read_text())["meta"]
+    assert stem_meta["test_draws"] == "2"
+    assert raw_meta["test_draws"].startswith("1 (the policy has no Stem-OB settings")
+    assert (out / "comparison.md").is_file()
+    with pytest.raises(StemobError, match="no policy evaluated here draws noise.*raw"):
+        run(f"[{raw},{raw}]", "[a,b]", "none")
+    assert not (tmp_path / "none" / "a").exists()

@@ -245,6 +245,27 @@ def after_training(cfg: Mapping[str, Any], run_dir: Path) -> Path | None:
     return out
 
 
+def _single_draw_policies(policies: Mapping[str, Path], draws: int) -> dict[str, str]:
+    """The compared policies that cannot take ``draws`` > 1 test-time noise draws (no noisy
+    Stem-OB inversion), each with the reason; checked before any rollout. One clear error when
+    none of them can (the option would change nothing)."""
+    from policies.base import checkpoint_record
+    from stemob.deploy import draws_refusal
+
+    if draws == 1:
+        return {}
+    refused = {}
+    for name, folder in policies.items():
+        reason = draws_refusal(checkpoint_record(folder).get("stemob"))
+        if reason:
+            refused[name] = reason
+    if len(refused) == len(policies):
+        detail = "; ".join(f"{policies[n]}: {r}" for n, r in refused.items())
+        raise StemobError(f"test_draws={draws} averages over Stem-OB noise draws, and no policy "
+                          f"evaluated here draws noise ({detail})")  # fmt: skip
+    return refused
+
+
 def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
     """eval.py: one checkpoint (a report) or several (a report each plus a comparison)."""
     from policies.base import load_policy
@@ -277,10 +298,12 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
         "shard": shard,
     }
     test_draws = cfg.get("test_draws", 1)
+    single_draw: dict[str, str] = {}  # policies evaluated with one draw: why
     if test_draws != 1:  # absent at 1: evaluations resumed from before the option keep their keys
         from stemob.deploy import positive_draws
 
         options["test_draws"] = positive_draws(test_draws)
+        single_draw = _single_draw_policies(policies, options["test_draws"])
     oracle = cfg.get("genima_oracle") or {}
     agent = cfg.get("genima_agent") or {}
     if agent.get("drawer") and oracle.get("horizon"):
@@ -294,7 +317,11 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
             policy = load_policy(folder, cfg.get("device", "cpu"), overrides)
             factory = target_factory(checkpoint, oracle.get("horizon"), agent.get("drawer"),
                                      int(agent.get("horizon") or 20))  # fmt: skip
-            run_options = {**options, "env_factory": factory} if factory else options
+            run_options = {**options, "env_factory": factory} if factory else dict(options)
+            if name in single_draw:  # its key then equals a plain evaluation's (resumable)
+                del run_options["test_draws"]
+                print(f"{name}: test_draws={options['test_draws']} does not apply "
+                      f"({single_draw[name]}): one draw")  # fmt: skip
             env_args = policy.env_args
             if cfg.get("env_overrides"):
                 if env_args is None:
@@ -314,8 +341,10 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
             if not main:  # the main rank holds the merged results and writes the reports
                 continue
             meta = _report_meta(folder, policy, overrides)
-            if "test_draws" in options:
+            if "test_draws" in run_options:
                 meta["test_draws"] = str(options["test_draws"])
+            elif name in single_draw:
+                meta["test_draws"] = f"1 ({single_draw[name]})"
             paths = write_report(results, target, title=name, meta=meta)
             named[name] = results
             _log_results(logger, results, 0, paths["plot"], prefix=f"eval/{name}")
