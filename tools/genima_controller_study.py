@@ -13,7 +13,10 @@ resume after a kill (train.py ``resume=true``; eval.py keeps finished factors).
 Variants: ``plain`` (the targets drawn from the demos' cameras) and ``camera_jitter`` (the
 controller's front-camera targets drawn from a camera moved by up to Colosseum's camera_pose
 range, per frame: ``dataset.genima.camera_jitter``); ``camera_jitter_half`` moves it in half of
-the frames only (``probability: 0.5``), for tasks where full jitter costs precision (put_in_bowl).
+the frames only (``probability: 0.5``), for tasks where full jitter costs precision (put_in_bowl);
+``wrist_only`` reads the wrist camera's targets alone (with proprioception): the wrist camera
+moves with the arm, so Colosseum's camera_pose (which moves the front and overhead cameras)
+cannot move its spheres.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ VARIANTS = {
     "camera_jitter_half": [
         "dataset.genima.camera_jitter={cameras:[front],position:0.1,euler:0.05,probability:0.5}"
     ],
+    "wrist_only": ["dataset.obs_keys=[wrist_target,joint_positions,gripper_open]"],
 }
 
 
