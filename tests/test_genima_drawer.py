@@ -78,6 +78,24 @@ def test_concat_recipe_starts_as_the_prior(tiny_uncond_model):
     torch.testing.assert_close(ours, theirs)
 
 
+def test_residual_drawer_denoises_the_difference_and_adds_the_observation(tiny_uncond_model):
+    """residual=True: the loss is the plain loss on target - observation latents, and a drawing
+    is the plain drawer's latents (same weights, same seed) plus the observation's latents."""
+    obs, target = _frames(2)
+    plain = TargetDrawer(DrawerConfig(pretrained=str(tiny_uncond_model), num_inference_steps=2))
+    residual = TargetDrawer(DrawerConfig(pretrained=str(tiny_uncond_model), num_inference_steps=2,
+                                         residual=True))  # fmt: skip
+    residual.denoiser.load_state_dict(plain.denoiser.state_dict())
+    with torch.no_grad():
+        base, clean = plain.encode(obs), plain.encode(target)
+        ours = residual.loss(obs, target, torch.Generator().manual_seed(1))
+        theirs = plain.loss_from_latents(clean - base, base, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours, theirs)
+    for drawer in (plain, residual):
+        drawer.decode = lambda latents: latents  # the latents themselves
+    torch.testing.assert_close(residual.draw(obs, seed=4), plain.draw(obs, seed=4) + base)
+
+
 def test_bad_recipes_and_sizes_are_named(tiny_model, tiny_uncond_model):
     with pytest.raises(StemobError, match="recipe concat needs an unconditional UNet2DModel"):
         TargetDrawer(DrawerConfig(pretrained=str(tiny_model), recipe="concat"))
@@ -114,6 +132,13 @@ def test_trainer_resumes_and_scores(tiny_uncond_model, tmp_path, one_torch_threa
     with pytest.raises(StemobError, match="other settings"):
         run(["train", *common, "--steps", "4", "--seed", "1"])
     run(["train", *common[:-2], "--save-every", "2", "--steps", "2"])  # finished: nothing to do
+    with pytest.raises(StemobError, match="other settings"):  # a residual drawer is another run
+        run(["train", *common, "--steps", "4", "--residual"])
+    from stemob.training.genima_drawer import drawer_args
+
+    assert drawer_args({"residual": True}, data, tmp_path / "r").residual is True
+    with pytest.raises(StemobError, match="policy.drawer.residual must be a bool"):
+        drawer_args({"residual": "yes"}, data, tmp_path / "r")
     result = run(["score", "--checkpoint", str(out), "--dataset", str(data), "--held-out", "1",
                   "--frames", "3", "--out", str(tmp_path / "s.json")])  # fmt: skip
     assert result["frames"] == 3 and result["observation_as_drawing"]["missed"] == 6

@@ -11,8 +11,9 @@ Two recipes, one interface (:class:`TargetDrawer`):
   first convolution widened with zero weights for the new channels and every weight starting from
   the prior's (InstructPix2Pix's way of conditioning a pretrained UNet); the VAE frozen.
 
-Both predict the noise (epsilon) of the target latent under the folder's DDPM schedule and draw
-with DDIM in ``num_inference_steps`` (GENIMA: 10) from pure noise, without guidance. Images are
+Both predict the noise (epsilon) of the target latent (with ``residual``: of the target's latent
+minus the observation's) under the folder's DDPM schedule and draw with DDIM in
+``num_inference_steps`` (GENIMA: 10) from pure noise, without guidance. Images are
 uint8 ``(B, H, W, 3)``; sides must be multiples of the VAE's downsampling.
 """
 
@@ -40,12 +41,16 @@ class DrawerConfig:
         recipe: ``concat``, ``controlnet`` or ``auto`` (controlnet for a text-conditioned UNet).
         num_inference_steps: DDIM steps when drawing (GENIMA: 10).
         lr: AdamW learning rate (GENIMA's ControlNet: 1e-5; the CPU concat recipe: 1e-4).
+        residual: denoise the difference between the target's and the observation's latents
+            and add it back when drawing (the spheres are all that differs), instead of the
+            target's latents themselves (GENIMA's way).
     """
 
     pretrained: str = "embedded"
     recipe: str = "auto"
     num_inference_steps: int = 10
     lr: float = 1e-4
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -163,17 +168,32 @@ class TargetDrawer(torch.nn.Module):
             return self.encode(observations)
         return (self._pixels(observations) + 1) / 2
 
+    def _base(self, observations: np.ndarray | torch.Tensor, condition: torch.Tensor) -> torch.Tensor | None:
+        """The latents a residual drawer adds its drawing to (None without ``residual``)."""
+        if not self.config.residual:
+            return None
+        return condition if self.recipe == "concat" else self.encode(observations)
+
     # ----------------------------------------------------------------- use
     def loss(
         self, observations: np.ndarray, targets: np.ndarray, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Noise-prediction MSE on the targets' latents at uniformly drawn timesteps."""
-        return self.loss_from_latents(self.encode(targets), self._condition(observations), generator)
+        condition = self._condition(observations)
+        return self.loss_from_latents(self.encode(targets), condition, generator,
+                                      self._base(observations, condition))  # fmt: skip
 
     def loss_from_latents(
-        self, clean: torch.Tensor, condition: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """:meth:`loss` on already encoded targets and conditions (a frozen VAE's cache)."""
+        self, clean: torch.Tensor, condition: torch.Tensor, generator: torch.Generator | None = None,
+        base: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """:meth:`loss` on already encoded targets and conditions (a frozen VAE's cache); with
+        ``residual``, ``base`` is the observations' latents (the concat recipe's ``condition``
+        when omitted)."""
+        if self.config.residual:
+            if base is None and self.recipe != "concat":
+                raise StemobError("residual drawer: pass the observations' latents as base")
+            clean = clean - (condition if base is None else base)
         noise = torch.randn(clean.shape, generator=generator, device=clean.device)
         steps = self.train_schedule.config.num_train_timesteps
         t = torch.randint(0, steps, (clean.shape[0],), generator=generator, device=clean.device)
@@ -193,7 +213,8 @@ class TargetDrawer(torch.nn.Module):
         for t in schedule.timesteps:
             eps = self.predict(latents, t.expand(len(latents)).to(self.device_), condition)
             latents = schedule.step(eps, t, latents).prev_sample
-        return self.decode(latents)
+        base = self._base(observations, condition)
+        return self.decode(latents if base is None else latents + base)
 
     # ----------------------------------------------------------------- files
     def save(self, folder: str | Path) -> Path:

@@ -4,7 +4,7 @@ and score what it draws.
     stemob-genima-drawer train --dataset data/lift_cube_joint/demos_200.genima-<digest>.hdf5 \
         --out outputs/genima/drawer_lift_cube [--steps 4000] [--batch 16] [--pretrained embedded]
         [--recipe auto] [--lr 1e-4] [--held-out 10] [--save-every 500] [--seed 0]
-        [--shift 4] [--color-jitter 0.3]
+        [--shift 4] [--color-jitter 0.3] [--residual]
     stemob-genima-drawer score --checkpoint outputs/genima/drawer_lift_cube \
         --dataset <genima.hdf5> [--frames 64] [--out scores.json]
 
@@ -95,6 +95,8 @@ def train(args: argparse.Namespace) -> Path:
     augment = _augmenters(args)
     if augment:  # older runs have no augmentation and keep their settings
         settings.update(shift=args.shift, color_jitter=args.color_jitter)
+    if args.residual:  # likewise
+        settings["residual"] = True
     if state_path.is_file():
         drawer = TargetDrawer.load(latest, args.device)
         state = torch.load(state_path, weights_only=True)
@@ -103,7 +105,8 @@ def train(args: argparse.Namespace) -> Path:
             raise StemobError(f"{out} was started with other settings {state['settings']}; "
                               "use another --out")  # fmt: skip
     else:
-        config = DrawerConfig(pretrained=args.pretrained, recipe=args.recipe, lr=args.lr)
+        config = DrawerConfig(pretrained=args.pretrained, recipe=args.recipe, lr=args.lr,
+                              residual=args.residual)  # fmt: skip
         drawer, state = TargetDrawer(config, args.device), None
     drawer.denoiser.train()
     optimizer = torch.optim.AdamW(drawer.trainable(), lr=drawer.config.lr, weight_decay=1e-2)
@@ -266,7 +269,7 @@ def drawer_args(
     for key, value in {"seed": seed, **options}.items():
         kind = type(getattr(args, key))
         try:
-            if value is None or isinstance(value, bool) or (kind is int and value != int(value)):
+            if value is None or isinstance(value, bool) != (kind is bool) or (kind is int and value != int(value)):
                 raise ValueError
             setattr(args, key, kind(value))
         except (TypeError, ValueError):
@@ -306,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shift", type=int, default=0, help="GENIMA's random crop: pad and shift by up to N px")
     t.add_argument("--color-jitter", type=float, default=0.0,
                    help="GENIMA's colour jitter of the observation (brightness/contrast/saturation)")  # fmt: skip
+    t.add_argument("--residual", action="store_true",
+                   help="denoise the target's latent minus the observation's (the spheres alone)")  # fmt: skip
     s = sub.add_parser("score")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--dataset", required=True)
