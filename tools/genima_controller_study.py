@@ -16,7 +16,8 @@ range, per frame: ``dataset.genima.camera_jitter``); ``camera_jitter_half`` move
 the frames only (``probability: 0.5``), for tasks where full jitter costs precision (put_in_bowl);
 ``wrist_only`` reads the wrist camera's targets alone (with proprioception): the wrist camera
 moves with the arm, so Colosseum's camera_pose (which moves the front and overhead cameras)
-cannot move its spheres.
+cannot move its spheres; ``camera_jitter_wide`` is ``camera_jitter`` with twice the transformer
+width and keypoints per camera (does the jittered task need more capacity than the CPU trunk?).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ VARIANTS = {
     ],
     "wrist_only": ["dataset.obs_keys=[wrist_target,joint_positions,gripper_open]"],
 }
+VARIANTS["camera_jitter_wide"] = [
+    *VARIANTS["camera_jitter"], "policy.config.hidden_dim=128", "policy.config.dim_feedforward=512",
+    "policy.config.keypoint_tokens=32",
+]  # fmt: skip
 
 
 STEPS = 6000
