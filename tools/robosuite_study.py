@@ -58,9 +58,9 @@ on CPU-2 with 3-4 jobs sharing the cores. One command per row:
 def rows() -> list[study.Row]:
     """Seed 0 of every Diffusion Policy method first, `org` on the longer schedule, then ACT,
     then the second seeds."""
-    def dp(method: str, seed: int) -> study.Row:
-        overrides = ["policy=diffusion_small", *DP_METHODS[method], f"training.seed={seed}"]
-        return study.Row(f"{TASK}/{method}/seed{seed}", TASK, overrides, benchmark=BENCHMARK)
+    def dp(method: str, seed: int, tag: str = "", *extra: str) -> study.Row:
+        overrides = ["policy=diffusion_small", *DP_METHODS[method], *extra, f"training.seed={seed}"]
+        return study.Row(f"{TASK}/{method}{tag}/seed{seed}", TASK, overrides, benchmark=BENCHMARK)
 
     act = [
         study.Row(f"{TASK}/act_{m}/seed0", TASK,
@@ -69,9 +69,7 @@ def rows() -> list[study.Row]:
         for m in ACT_METHODS
     ]  # fmt: skip
     first = [dp(m, 0) for m in DP_METHODS]
-    long = study.Row(f"{TASK}/org_long/seed0", TASK,
-                     ["policy=diffusion_small", *DP_METHODS["org"], f"training.steps={LONG_STEPS}",
-                      "training.seed=0"], benchmark=BENCHMARK)  # fmt: skip
+    long = dp("org", 0, "_long", f"training.steps={LONG_STEPS}")
     later = [dp(m, s) for s in range(1, DP_SEEDS) for m in DP_METHODS]
     return [*first, long, *act, *later]
 

@@ -252,8 +252,6 @@ def _single_draw_policies(policies: Mapping[str, Path], draws: int) -> dict[str,
     from policies.base import checkpoint_record
     from stemob.deploy import draws_refusal
 
-    if draws == 1:
-        return {}
     refused = {}
     for name, folder in policies.items():
         reason = draws_refusal(checkpoint_record(folder).get("stemob"))
