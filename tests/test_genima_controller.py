@@ -197,6 +197,31 @@ def test_controller_trains_on_a_genima_dataset_and_evaluates_on_oracle_targets(
     with pytest.raises(StemobError, match="choose one target source"):
         evaluate_from_config({**eval_cfg, "genima_agent": {"drawer": str(drawer)},
                               "output_dir": str(tmp_path / "eval4")})  # fmt: skip
+    # the drawer scored under each factor, on the held-out demo re-recorded under it
+    import h5py
+
+    from stemob.evaluation.genima_spheres import held_out_demos, record_targets
+    from stemob.evaluation.rollout import default_env_factory
+
+    demos = held_out_demos(built[0], 1)
+    env = default_env_factory(demos.env_args, None)
+    observations, truth = record_targets(env, demos, demos.seeds[0])
+    env.close()
+    with h5py.File(built[0], "r") as h5:  # clean: the dataset's own held-out frames
+        last = h5["data"][sorted(h5["data"])[-1]]["obs"]
+        assert np.array_equal(observations, last["tiled_rgb"][()])
+        assert np.array_equal(truth, last["tiled_target"][()])
+    scores = drawer_cli(["score", "--checkpoint", str(drawer), "--dataset", str(built[0]),
+                         "--benchmark", "quick", "--held-out", "1", "--frames", "4",
+                         "--figure", str(tmp_path / "factors.png")])  # fmt: skip
+    factors = scores["factors"]
+    assert list(factors) == ["none", "light_color", "table_color", "mo_color"]
+    assert factors["none"]["spheres"] > 0 and factors["none"]["frames"] == 4
+    assert {f["spheres"] for f in factors.values()} == {factors["none"]["spheres"]}  # same poses
+    assert (tmp_path / "factors.png").is_file()
+    with pytest.raises(StemobError, match="benchmark file"):
+        drawer_cli(["score", "--checkpoint", str(drawer), "--dataset", str(built[0]),
+                    "--benchmark", "no_such_benchmark"])  # fmt: skip
 
 
 def saved_env_args(run) -> str:

@@ -269,9 +269,11 @@ def target_index(t: int, length: int, horizon: int) -> int:
 
 
 def build_episode(
-    episode: Any, config: GenimaDatasetConfig, textures: _Textures, demo_seed: int, where: str
+    episode: Any, config: GenimaDatasetConfig, textures: _Textures | None, demo_seed: int, where: str
 ) -> dict[str, np.ndarray]:
-    """The new observation arrays of one episode (see the module docstring)."""
+    """The new observation arrays of one episode (see the module docstring); ``textures`` default
+    to the config's."""
+    textures = _Textures(config.textures) if textures is None else textures
     length = len(episode)
     if config.horizon >= length:
         raise StemobError(
