@@ -14,12 +14,16 @@ All figures go through stemob's real ``Inverter`` (uint8 frames in, uint8 frames
   demonstration 5-10 steps apart, front camera). Each image of a pair is inverted with its own
   noise; the distance is the mean squared pixel difference of the decoded images (in [0, 1]).
   The noise floor is the distance between two inversions of the same image; the curves are
-  ``(d(k) - floor(k)) / d(0)`` (excess over the floor, normalised by k=0).
+  ``(d(k) - floor(k)) / d(0)`` (excess over the floor, normalised by k=0), and their ratio
+  ``appearance_over_state`` (appearance excess over state excess; Stem-OB needs it to fall with k).
+  ``--mode`` and ``--resolution`` pick the recipe (the robustness study's ddim and 48 px rows).
 
 Examples:
     MUJOCO_GL=egl python benchmarks/bench_prior.py --threads 2 --json benchmarks/results/prior.json \
         --samples stemob/priors/embedded/samples.png
     MUJOCO_GL=egl python benchmarks/bench_prior.py --skip_speed --convergence --pairs 50
+    MUJOCO_GL=egl python benchmarks/bench_prior.py --skip_speed --dtypes fp32 --convergence \
+        --mode ddim --ks 0,15 --pairs 20 --json benchmarks/results/convergence_ddim.json
 """
 
 from __future__ import annotations
@@ -201,12 +205,31 @@ def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (((a.astype(np.float64) - b.astype(np.float64)) / 255.0) ** 2).mean(axis=(1, 2, 3))
 
 
-def convergence(pretrained: str, families: list[str], pairs: int, seed: int) -> dict:
-    """Normalised excess distance along k for appearance and state pairs of each family."""
+def convergence(
+    pretrained: str,
+    families: list[str],
+    pairs: int,
+    seed: int,
+    mode: str = "ddpm",
+    resolution: int | None = None,
+    ks: tuple[int, ...] = K_VALUES,
+) -> dict:
+    """Normalised excess distance along k for appearance and state pairs of each family, for one
+    inversion recipe (``mode``, ``resolution``: the study's ``stemob`` / ``stemob_ddim`` /
+    ``stemob_res48`` rows), and their ratio (appearance excess over state excess, Stem-OB's
+    premise being that it falls with k)."""
     results = {}
     inverters = {
-        k: Inverter(InversionSettings(pretrained=pretrained, inversion_steps=k, seed=seed))
-        for k in K_VALUES
+        k: Inverter(
+            InversionSettings(
+                mode=mode,
+                pretrained=pretrained,
+                inversion_steps=k,
+                seed=seed,
+                resolution=resolution,
+            )
+        )
+        for k in ks
     }
     for family in families:
         app, sta = collect_pairs(family, pairs, seed)
@@ -218,7 +241,7 @@ def convergence(pretrained: str, families: list[str], pairs: int, seed: int) -> 
             ids_b = [(i, 1, "b") for i in range(n)]
             ids_c = [(i, 2, "c") for i in range(n)]
             d, floor = [], []
-            for k in K_VALUES:
+            for k in ks:
                 inv = inverters[k]
                 a = inv.invert(data[:, 0], frame_ids=ids_a)
                 b = inv.invert(data[:, 1], frame_ids=ids_b)
@@ -229,15 +252,32 @@ def convergence(pretrained: str, families: list[str], pairs: int, seed: int) -> 
             curves[name] = [round((x - f) / d0, 4) for x, f in zip(d, floor, strict=True)]
             raw[f"{name}_distance"] = [round(x, 6) for x in d]
             raw[f"{name}_floor"] = [round(x, 6) for x in floor]
+        excess = {
+            name: [
+                x - f for x, f in zip(raw[f"{name}_distance"], raw[f"{name}_floor"], strict=True)
+            ]
+            for name in ("appearance", "state")
+        }
+        ratio = [
+            round(a / max(b, 1e-12), 4)
+            for a, b in zip(excess["appearance"], excess["state"], strict=True)
+        ]
         faster = all(
             a <= s for a, s in zip(curves["appearance"][1:], curves["state"][1:], strict=True)
         )
         results[family] = {
             **curves,
             **raw,
+            "appearance_over_state": ratio,
             "appearance_converges_faster_at_every_k": faster,
         }
-    return {"k": list(K_VALUES), "pairs": pairs, "families": results}
+    return {
+        "k": list(ks),
+        "mode": mode,
+        "resolution": resolution,
+        "pairs": pairs,
+        "families": results,
+    }
 
 
 # ------------------------------------------------------------------------------------ main
@@ -259,6 +299,9 @@ def main() -> None:
     parser.add_argument("--convergence", action="store_true")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--mode", default="ddpm", help="inversion mode of the convergence study")
+    parser.add_argument("--resolution", type=int, default=None, help="invert at this size (48)")
+    parser.add_argument("--ks", default=",".join(map(str, K_VALUES)), help="k values of the study")
     parser.add_argument("--json", default="benchmarks/results/prior.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -310,13 +353,22 @@ def main() -> None:
         sample_grid(args.pretrained, pick, Path(args.samples))
         print(f"sample grid: {args.samples} ({Path(args.samples).stat().st_size // 1024} KB)")
     if args.convergence:
-        study = convergence(args.pretrained, args.families.split(","), args.pairs, seed=700_000)
+        ks = tuple(int(k) for k in args.ks.split(","))
+        if ks[0] != 0:
+            parser.error(
+                f"--ks must start with 0 (the curves are normalised by k=0), got {args.ks}"
+            )
+        study = convergence(
+            args.pretrained, args.families.split(","), args.pairs, 700_000,
+            args.mode, args.resolution, ks,
+        )  # fmt: skip
         report["convergence"] = study
-        print("normalised excess distance over the noise floor, ddpm, k =", study["k"])
+        recipe = args.mode + (f" at {args.resolution} px" if args.resolution else "")
+        print(f"normalised excess distance over the noise floor, {recipe}, k =", study["k"])
         for family, res in study["families"].items():
-            for name in ("appearance", "state"):
+            for name in ("appearance", "state", "appearance_over_state"):
                 values = " ".join(f"{x:6.3f}" for x in res[name])
-                print(f"{family:9} {name:10} {values}")
+                print(f"{family:9} {name:21} {values}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
