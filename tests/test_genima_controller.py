@@ -211,7 +211,9 @@ def test_controller_trains_on_a_genima_dataset_and_evaluates_on_oracle_targets(
         last = h5["data"][sorted(h5["data"])[-1]]["obs"]
         assert np.array_equal(observations, last["tiled_rgb"][()])
         assert np.array_equal(truth, last["tiled_target"][()])
-    scores = drawer_cli(["score", "--checkpoint", str(drawer), "--dataset", str(built[0]),
+    from stemob.evaluation.genima_spheres import run as scoring_cli
+
+    scores = scoring_cli(["score", "--checkpoint", str(drawer), "--dataset", str(built[0]),
                          "--benchmark", "quick", "--held-out", "1", "--frames", "4",
                          "--figure", str(tmp_path / "factors.png")])  # fmt: skip
     factors = scores["factors"]
@@ -220,8 +222,11 @@ def test_controller_trains_on_a_genima_dataset_and_evaluates_on_oracle_targets(
     assert {f["spheres"] for f in factors.values()} == {factors["none"]["spheres"]}  # same poses
     assert (tmp_path / "factors.png").is_file()
     with pytest.raises(StemobError, match="benchmark file"):
-        drawer_cli(["score", "--checkpoint", str(drawer), "--dataset", str(built[0]),
+        scoring_cli(["score", "--checkpoint", str(drawer), "--dataset", str(built[0]),
                     "--benchmark", "no_such_benchmark"])  # fmt: skip
+    with pytest.raises(StemobError, match="stemob.evaluation.genima_spheres"):
+        drawer_cli(["score", "--checkpoint", str(drawer), "--dataset", str(built[0]),
+                    "--benchmark", "quick"])  # fmt: skip
 
 
 def saved_env_args(run) -> str:

@@ -15,8 +15,9 @@ saw. ``stemob-genima-drawer score --benchmark <name or file>`` runs it.
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,44 @@ def save_figure(rows: list[tuple[str, tuple]], path: str | Path) -> None:
         strips.append(np.concatenate([np.asarray(label), strip], 0))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(strips, 0)).save(path)
+
+
+def score_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """``score --benchmark``: the drawer under each of the benchmark's factors, on the held-out
+    demos' seeds replayed with the scripted expert (:mod:`stemob.evaluation.genima_spheres`)."""
+    from stemob.evaluation.benchmark import load_benchmark
+    from stemob.training.genima_drawer import REPO_ROOT, _demos
+
+    bench = Path(args.benchmark)
+    if not bench.is_file() and (REPO_ROOT / "configs" / "benchmark" / f"{args.benchmark}.yaml").is_file():
+        bench = REPO_ROOT / "configs" / "benchmark" / f"{args.benchmark}.yaml"
+    factors = load_benchmark(bench)
+    _demos(Path(args.dataset))  # one clear error for a missing or non-GENIMA dataset
+    result = score_factors(args.checkpoint, args.dataset, factors, args.held_out, args.frames,
+                           args.seed, figure=args.figure)
+    result["benchmark"] = str(bench)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def run(argv: Sequence[str] | None = None) -> Any:
+    """The drawer CLI with ``score --benchmark`` (scored here, in the evaluation layer); every
+    other command is :func:`stemob.training.genima_drawer.run`'s."""
+    from stemob.training.genima_drawer import build_parser
+    from stemob.training.genima_drawer import run as training_run
+
+    args = build_parser().parse_args(argv)
+    if args.command != "score" or not args.benchmark:
+        return training_run(argv)
+    result = score_benchmark(args)
+    print(json.dumps({k: v for k, v in result.items() if k != "held_out_demos"}, indent=1))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``stemob-genima-drawer``: exit status 2 with one line for bad input."""
+    from stemob.errors import run_cli
+
+    raise SystemExit(run_cli(run, argv, "stemob-genima-drawer"))

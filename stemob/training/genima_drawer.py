@@ -20,7 +20,7 @@ saturation by up to V (hue V / 6) and leaves the target's spheres alone; either 
 the augmented frames every step instead of reading cached latents. ``score`` draws targets for held-out frames and reports the spheres' pixel error
 (:mod:`stemob.genima.spheres`) and the time per drawing; ``score --benchmark colosseum_no_receiver``
 scores it under each of the benchmark's factors instead, on the held-out demos' seeds replayed by
-the scripted expert (:mod:`stemob.evaluation.genima_spheres`; ``--frames`` per factor).
+the scripted expert (:mod:`stemob.evaluation.genima_spheres`, the command's entry point; ``--frames`` per factor).
 """
 
 from __future__ import annotations
@@ -210,8 +210,9 @@ def _save(drawer: Any, optimizer: Any, generator: Any, step: int, settings: dict
 
 
 def score(args: argparse.Namespace) -> dict[str, Any]:
-    if args.benchmark:
-        return score_benchmark(args)
+    if args.benchmark:  # the evaluation layer's job (it replays the expert under each factor)
+        raise StemobError("score --benchmark runs through stemob-genima-drawer "
+                          "(stemob.evaluation.genima_spheres.main), not stemob.training")
     import h5py
 
     from stemob.genima.agent import drawer_checkpoint
@@ -254,26 +255,6 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         rows = [np.concatenate([observations[p], truth[p], d], 1)
                 for p, d in zip(pick[:6], drawn_all[:6], strict=False)]  # fmt: skip
         Image.fromarray(np.concatenate(rows, 0)).save(args.figure)
-    return result
-
-
-def score_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """``score --benchmark``: the drawer under each of the benchmark's factors, on the held-out
-    demos' seeds replayed with the scripted expert (:mod:`stemob.evaluation.genima_spheres`)."""
-    from stemob.evaluation.benchmark import load_benchmark
-    from stemob.evaluation.genima_spheres import score_factors
-
-    bench = Path(args.benchmark)
-    if not bench.is_file() and (REPO_ROOT / "configs" / "benchmark" / f"{args.benchmark}.yaml").is_file():
-        bench = REPO_ROOT / "configs" / "benchmark" / f"{args.benchmark}.yaml"
-    factors = load_benchmark(bench)
-    _demos(Path(args.dataset))  # one clear error for a missing or non-GENIMA dataset
-    result = score_factors(args.checkpoint, args.dataset, factors, args.held_out, args.frames,
-                           args.seed, figure=args.figure)
-    result["benchmark"] = str(bench)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
