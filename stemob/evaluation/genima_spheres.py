@@ -42,19 +42,20 @@ def held_out_demos(dataset: str | Path, held_out: int) -> HeldOut:
     the config it was built with (camera jitter dropped: it moves only the controller's inputs)."""
     import h5py
 
-    from stemob.data.robomimic import demo_sort_key
     from stemob.genima.dataset import GenimaDatasetConfig
     from stemob.genima.targets import TargetStyle
+    from stemob.training.genima_drawer import genima_demos, split
 
+    names = genima_demos(Path(dataset))
+    if held_out < 1:  # split() allows none held out; nothing to score then
+        raise StemobError(f"--held-out {held_out}: the dataset has {len(names)} demos")
+    _, held = split(names, held_out)
     with h5py.File(dataset, "r") as h5:
         data = h5["data"]
-        if "genima" not in data.attrs or "env_args" not in data.attrs:
+        if "env_args" not in data.attrs:
             raise StemobError(f"{dataset}: not a GENIMA dataset with env_args")
-        names = sorted(data.keys(), key=demo_sort_key)
-        if not 0 < held_out < len(names):
-            raise StemobError(f"--held-out {held_out}: the dataset has {len(names)} demos")
-        records = [json.loads(data[n].attrs.get("stemob_attrs", "{}")) for n in names[-held_out:]]
-        missing = [n for n, r in zip(names[-held_out:], records, strict=True) if "seed" not in r]
+        records = [json.loads(data[n].attrs.get("stemob_attrs", "{}")) for n in held]
+        missing = [n for n, r in zip(held, records, strict=True) if "seed" not in r]
         if missing:
             raise StemobError(f"{dataset}: demo(s) {missing} record no reset seed")
         env_args = json.loads(data.attrs["env_args"])
@@ -128,7 +129,9 @@ def score_factors(
         out["factors"][name] = {**score.summary(), "frames": len(chosen),
                                 "ms_per_drawing_batched8": ms}  # fmt: skip
         middle = len(chosen) // 2
-        rows.append((name, (observations[chosen[middle]], truth[chosen[middle]], drawn_all[middle])))
+        rows.append(
+            (name, (observations[chosen[middle]], truth[chosen[middle]], drawn_all[middle]))
+        )
     if figure:
         save_figure(rows, figure)
     return out
@@ -152,15 +155,24 @@ def score_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """``score --benchmark``: the drawer under each of the benchmark's factors, on the held-out
     demos' seeds replayed with the scripted expert (:mod:`stemob.evaluation.genima_spheres`)."""
     from stemob.evaluation.benchmark import load_benchmark
-    from stemob.training.genima_drawer import REPO_ROOT, _demos
+    from stemob.evaluation.suite import REPO_ROOT
 
-    bench = Path(args.benchmark)
-    if not bench.is_file() and (REPO_ROOT / "configs" / "benchmark" / f"{args.benchmark}.yaml").is_file():
-        bench = REPO_ROOT / "configs" / "benchmark" / f"{args.benchmark}.yaml"
+    bench, named = (
+        Path(args.benchmark),
+        REPO_ROOT / "configs" / "benchmark" / f"{args.benchmark}.yaml",
+    )
+    if not bench.is_file() and named.is_file():
+        bench = named
     factors = load_benchmark(bench)
-    _demos(Path(args.dataset))  # one clear error for a missing or non-GENIMA dataset
-    result = score_factors(args.checkpoint, args.dataset, factors, args.held_out, args.frames,
-                           args.seed, figure=args.figure)
+    result = score_factors(
+        args.checkpoint,
+        args.dataset,
+        factors,
+        args.held_out,
+        args.frames,
+        args.seed,
+        figure=args.figure,
+    )
     result["benchmark"] = str(bench)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +190,7 @@ def run(argv: Sequence[str] | None = None) -> Any:
     if args.command != "score" or not args.benchmark:
         return training_run(argv)
     result = score_benchmark(args)
-    print(json.dumps({k: v for k, v in result.items() if k != "held_out_demos"}, indent=1))
+    print(json.dumps(result, indent=1))
     return result
 
 

@@ -39,10 +39,10 @@ import torch
 
 from stemob.errors import StemobError, run_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
-
-def _demos(path: Path) -> list[str]:
+def genima_demos(path: Path) -> list[str]:
+    """The demo names of a GENIMA dataset in order, or one clear error for a missing or
+    non-GENIMA file."""
     import h5py
 
     from stemob.data.robomimic import demo_sort_key
@@ -89,7 +89,7 @@ def train(args: argparse.Namespace) -> Path:
     from stemob.genima.drawer import DrawerConfig, TargetDrawer
 
     dataset, out = Path(args.dataset), Path(args.out)
-    names = _demos(dataset)
+    names = genima_demos(dataset)
     train_names, _ = split(names, args.held_out)
     torch.manual_seed(args.seed)
     latest = out / "latest"
@@ -220,7 +220,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     from stemob.genima.spheres import score_frames
 
     dataset = Path(args.dataset)
-    names = _demos(dataset)
+    names = genima_demos(dataset)
     _, held = split(names, args.held_out)
     drawer = TargetDrawer.load(drawer_checkpoint(args.checkpoint))
     drawer.denoiser.eval()
