@@ -99,7 +99,9 @@ the first ACT config (6x6 grid tokens, lr 1e-4; org 56 % clean, Stem-OB 0 %), al
 recorded 20 steps past success, are kept in results/act/v1/ and compared in results/act.md."""
 ACT_LONG_STEPS = 5000
 """ACT `org` seed 2 reaches 44 % clean at 2500 steps and 96 % at 5000 (seeds 0-2 at 5000: 92 / 100 /
-96 %, results/act.md): rows `act5000_*` rerun the ACT comparison on that schedule."""
+96 %, results/act.md): rows `act5000_*` rerun the ACT comparison on that schedule. put_in_bowl's
+ACT rows (2500 steps) test on a second task the one recipe that beat its own `org` on lift_cube,
+ACT + Stem-OB."""
 
 
 class Deferred(Exception):
@@ -201,9 +203,10 @@ def rows() -> list[Row]:
     blind = Row("lift_cube/blind/seed0", "lift_cube", [], ["perturbation=none", "blind=true"],
                 kind="blind", policy_of="lift_cube/org/seed0")  # fmt: skip
     act = [
-        Row(f"lift_cube/act{tag}_{m}/seed{seed}", "lift_cube",
+        Row(f"{task}/act{tag}_{m}/seed{seed}", task,
             ["policy=act_small", *METHODS[m], f"training.steps={steps}", f"training.seed={seed}"])
-        for tag, steps in (("", ACT_STEPS), ("5000", ACT_LONG_STEPS))
+        for task, tag, steps in (("lift_cube", "", ACT_STEPS), ("lift_cube", "5000", ACT_LONG_STEPS),
+                                 ("put_in_bowl", "", ACT_STEPS))
         for seed in range(ACT_SEEDS) for m in ("org", "stemob")
     ]  # fmt: skip
     extras = [
