@@ -15,13 +15,12 @@ another precision), not a better kernel.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from results_io import publish  # benchmarks/results_io.py (run as a script)
 from torch.utils.flop_counter import FlopCounterMode
 
 from policies import make_policy
@@ -74,9 +73,6 @@ def main() -> None:
         gemm_ms = median_ms(lambda: a @ b, args.repeats * 20)
     peak = 2 * 100 * 512 * 3200 / (gemm_ms / 1000)
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
         "gflops_per_chunk": total / 1e9,
         "gflops_by_part": {k: v / 1e9 for k, v in parts.items()},
         "chunk_ms": chunk_ms,
@@ -84,9 +80,7 @@ def main() -> None:
         "gemm_peak_gflops_per_s": peak / 1e9,
         "floor_ms": total / peak * 1000,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "act_roofline.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    publish(result, torch.get_num_threads(), str(RESULTS / "act_roofline.json"))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ trip error (uint8 levels, against the cache) is reported too.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import statistics
 import tempfile
@@ -23,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from results_io import publish  # benchmarks/results_io.py (run as a script)
 
 from stemob.data.export import export_inverted
 from stemob.data.folder import write_folder
@@ -83,8 +82,6 @@ def main() -> None:
                         want = h5["data"][f"demo_{i}"]["obs"]["observation.images.front"][()]
                         errors.append(float(np.abs(got - want).mean()))
     summary: dict[str, object] = {
-        "machine": f"{platform.machine()}, {args.threads} torch thread(s)",
-        "date": time.strftime("%Y-%m-%d"),
         "frames": frames,
         "episodes": args.episodes,
     }
@@ -103,9 +100,7 @@ def main() -> None:
         }
     summary["lerobot_export_mean_abs_error"] = statistics.mean(errors)
     shutil.rmtree(root)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "invert_formats.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    publish(summary, args.threads, str(RESULTS / "invert_formats.json"))
 
 
 if __name__ == "__main__":

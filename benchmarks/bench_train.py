@@ -12,13 +12,13 @@ first (warm-up) one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import publish  # benchmarks/results_io.py (run as a script)
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/train.json"))
     parser.add_argument("overrides", nargs="*", help="hydra overrides of configs/train.yaml")
     args = parser.parse_args(argv)
+    if args.steps < 50:  # the medians skip the first 25-step log record (warm-up)
+        parser.error(f"--steps must be >= 50 (two 25-step log records), got {args.steps}")
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -59,7 +61,6 @@ def main(argv: list[str] | None = None) -> dict:
         wall = time.perf_counter() - start
         records = [r for r in read_log(f"{tmp}/run") if "time/data_ms" in r][1:]
     result = {
-        "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "steps": args.steps,
         "batch_size": cfg["training"]["batch_size"],
@@ -67,10 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_s_including_setup": round(wall, 1),
         **{k: round(statistics.median(r[k] for r in records), 2) for k in KEYS},
     }
-    print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    return result
+    return publish(result, args.threads, args.out)
 
 
 if __name__ == "__main__":
