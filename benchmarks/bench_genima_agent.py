@@ -46,13 +46,19 @@ def main() -> None:
         demo = h5["data"][sorted(h5["data"].keys())[-1]]["obs"]
         tiled = demo["tiled_rgb"][:1]
         proprio = {k: demo[k][0] for k in ("joint_positions", "gripper_open")}
-        clean, cond = drawer.encode(demo["tiled_target"][:16]), drawer.encode(demo["tiled_rgb"][:16])
+        clean, cond = (
+            drawer.encode(demo["tiled_target"][:16]),
+            drawer.encode(demo["tiled_rgb"][:16]),
+        )
 
     def decide() -> tuple[float, float]:
         started = time.perf_counter()
         drawn = drawer.draw(tiled, seed=0)[0]
         middle = time.perf_counter()
-        obs = {f"{c}_target": v for c, v in zip(cameras, untile(drawn, len(cameras), grid), strict=True)}
+        obs = {
+            f"{c}_target": v
+            for c, v in zip(cameras, untile(drawn, len(cameras), grid), strict=True)
+        }
         runner.reset()
         runner.act(obs, proprio)
         return middle - started, time.perf_counter() - middle

@@ -54,7 +54,11 @@ def main() -> None:
     for repeat in range(args.repeats + 2):
         for m, runner in runners.items():
             runner.reset(episode=repeat)
-            images = {k: rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for k in SHAPES if k.endswith("image")}
+            images = {
+                k: rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+                for k in SHAPES
+                if k.endswith("image")
+            }
             runner.act(images, {"eef_pos": np.zeros(3, np.float32)})
             if repeat >= 2:
                 times[m].append(runner.latency["last_total_ms"])

@@ -174,7 +174,9 @@ def draws_refusal(stemob: Any) -> str | None:
 
     if stemob is None:
         return "the policy has no Stem-OB settings (stemob: null)"
-    settings = stemob if isinstance(stemob, InversionSettings) else InversionSettings.from_dict(stemob)
+    settings = (
+        stemob if isinstance(stemob, InversionSettings) else InversionSettings.from_dict(stemob)
+    )
     if not settings.noisy:
         return (f"the policy's {settings.mode} inversion with k = {settings.inversion_steps} draws "
                 "no noise (every draw is the same)")  # fmt: skip
@@ -238,7 +240,9 @@ class LatencyStats:
         self.calls: collections.deque[tuple[float, ...]] = collections.deque(maxlen=window)
 
     def add(self, inversion_ms: float, policy_ms: float, drawing_ms: float = 0.0) -> None:
-        self.calls.append((inversion_ms, drawing_ms, policy_ms, inversion_ms + drawing_ms + policy_ms))
+        self.calls.append(
+            (inversion_ms, drawing_ms, policy_ms, inversion_ms + drawing_ms + policy_ms)
+        )
 
     def summary(self) -> dict[str, float]:
         """``{last,median}_{inversion,drawing,policy,total}_ms`` (zeros before the first call)."""
@@ -303,7 +307,9 @@ class PolicyRunner:
         self.policy_kwargs = dict(policy_kwargs or {})
         self.test_draws = check_test_draws(test_draws, policy.stemob)
         self.histories = [
-            ObservationHistory(cfg.n_obs_steps, [*self.image_keys, *self.latent_keys, *self.state_keys])
+            ObservationHistory(
+                cfg.n_obs_steps, [*self.image_keys, *self.latent_keys, *self.state_keys]
+            )
             for _ in range(self.test_draws)
         ]
         self.stats = LatencyStats()
@@ -345,7 +351,9 @@ class PolicyRunner:
         for history in self.histories:  # one per test-time noise draw
             history.push(obs)
 
-    def _with_targets(self, images: Mapping[str, np.ndarray], draw: bool) -> Mapping[str, np.ndarray]:
+    def _with_targets(
+        self, images: Mapping[str, np.ndarray], draw: bool
+    ) -> Mapping[str, np.ndarray]:
         """``images`` plus the painter's ``<cam>_target`` (drawn now when ``draw`` or none yet)."""
         if self.painter is None:
             return images

@@ -247,7 +247,10 @@ def test_noise_draws_are_separate_caches_and_samples_of_one_longer_dataset(
     config = DatasetConfig(
         path=str(robomimic_file), stemob=base, stemob_draws=3, horizon=4, val_ratio=0.34
     )
-    drawn, single = DemoDataset(config), DemoDataset(DatasetConfig(**{**vars(config), "stemob_draws": 1}))
+    drawn, single = (
+        DemoDataset(config),
+        DemoDataset(DatasetConfig(**{**vars(config), "stemob_draws": 1})),
+    )
     n = len(single)
     assert len(drawn) == 3 * n and len(drawn.validation()) == len(single.validation())
     key = "agentview_image"

@@ -95,7 +95,9 @@ def test_invert_pending_inverts_each_window_frame_once(tiny_uncond_model):
     assert np.array_equal(histories[1].window()["eef_pos"][1], obs_at(3)["eef_pos"])
 
 
-def make_checkpoint(path, policy_name: str, stemob=None, action_dim: int = 4, env_args=None, **overrides):
+def make_checkpoint(
+    path, policy_name: str, stemob=None, action_dim: int = 4, env_args=None, **overrides
+):
     if policy_name == "act":
         from policies.act.config import small_config
 
@@ -106,7 +108,9 @@ def make_checkpoint(path, policy_name: str, stemob=None, action_dim: int = 4, en
         steps = dict(n_obs_steps=2, horizon=8, n_action_steps=4, num_inference_steps=3)
     batch = synthetic_batch(SHAPES, action_dim, 4, steps["n_obs_steps"], 8)
     cfg = small_config(SHAPES, action_dim, cnn_width=8, **steps, **overrides)
-    policy = make_policy(policy_name, cfg, stats=batch_stats(batch), stemob=stemob, env_args=env_args)
+    policy = make_policy(
+        policy_name, cfg, stats=batch_stats(batch), stemob=stemob, env_args=env_args
+    )
     policy.save(path)
     return path
 
@@ -213,7 +217,9 @@ def test_test_draws_average_the_policy_over_noise_draws(tmp_path, settings):
 
     assert draw_episodes([3, 4], 2) == [3, 3 + DRAW_STRIDE, 4, 4 + DRAW_STRIDE]
     actions = torch.arange(12.0).reshape(4, 1, 3)
-    assert torch.equal(mean_over_draws(actions, 2), torch.stack([actions[:2].mean(0), actions[2:].mean(0)]))
+    assert torch.equal(
+        mean_over_draws(actions, 2), torch.stack([actions[:2].mean(0), actions[2:].mean(0)])
+    )
     path = make_checkpoint(tmp_path / "dp", "diffusion", settings)
     runner = PolicyRunner.from_checkpoint(path, test_draws=3)
     runner.reset(episode=3)
@@ -256,7 +262,9 @@ def test_compared_policies_take_test_draws_only_where_inversion_draws_noise(tmp_
     env = TabletopEnv("lift_cube", image_size=24)
     env_args = env.env_args
     env.close()
-    stem = make_checkpoint(tmp_path / "stem", "diffusion", settings, action_dim=7, env_args=env_args)
+    stem = make_checkpoint(
+        tmp_path / "stem", "diffusion", settings, action_dim=7, env_args=env_args
+    )
     raw = make_checkpoint(tmp_path / "raw", "diffusion", action_dim=7, env_args=env_args)
 
     def run(checkpoints: str, names: str, out: str):

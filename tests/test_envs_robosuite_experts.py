@@ -31,8 +31,13 @@ def test_recorded_lift_demos_are_robomimic_files_whose_actions_replay_to_success
     with h5py.File(out) as f:
         env_args = json.loads(f["data"].attrs["env_args"])
         assert env_args["env_name"] == "Lift" and env_args["type"] == 1
-        controller = env_args["env_kwargs"]["controller_configs"]  # robosuite's default, written out
-        assert controller["type"] == "BASIC" and controller["body_parts"]["right"]["type"] == "OSC_POSE"
+        controller = env_args["env_kwargs"][
+            "controller_configs"
+        ]  # robosuite's default, written out
+        assert (
+            controller["type"] == "BASIC"
+            and controller["body_parts"]["right"]["type"] == "OSC_POSE"
+        )
         assert env_args["env_kwargs"]["camera_names"] == ["agentview", "robot0_eye_in_hand"]
         demo = f["data/demo_0"]
         obs = demo["obs"]
@@ -72,7 +77,9 @@ def test_stack_expert_stacks_and_unknown_tasks_are_refused():
             assert success, seed
     finally:
         env.close()
-    with pytest.raises(StemobError, match=r"'Door' has no scripted expert \(experts: \['Lift', 'Stack'\]\)"):
+    with pytest.raises(
+        StemobError, match=r"'Door' has no scripted expert \(experts: \['Lift', 'Stack'\]\)"
+    ):
         default_env_args("Door")
     door = make_env_from_args({"env_name": "Door", "type": 1, "env_kwargs": {"robots": ["Panda"]}},
                               cameras=[])  # fmt: skip

@@ -13,13 +13,22 @@ PACKAGES = ("stemob", "policies", "envs")
 ALLOWED = {
     "stemob.errors": set(),
     "stemob.inversion": {"stemob.errors"},
-    "stemob.genima": {"stemob.errors", "stemob.data", "stemob.inversion"},  # targets; the drawer loads diffusers models
+    "stemob.genima": {
+        "stemob.errors",
+        "stemob.data",
+        "stemob.inversion",
+    },  # targets; the drawer loads diffusers models
     "stemob.data": {"stemob.errors", "stemob.inversion"},
     "policies": {"stemob.errors", "stemob.inversion"},
     "envs": {"stemob.errors", "stemob.inversion", "stemob.data"},
     "stemob.priors": {"stemob.errors", "stemob.inversion", "envs"},  # renders training images
     "stemob.demo": {"stemob.errors", "stemob.inversion"},
-    "stemob.deploy": {"stemob.errors", "stemob.inversion", "policies", "stemob.genima"},  # GENIMA's painter
+    "stemob.deploy": {
+        "stemob.errors",
+        "stemob.inversion",
+        "policies",
+        "stemob.genima",
+    },  # GENIMA's painter
     "stemob.training": {
         "stemob.errors",
         "stemob.inversion",

@@ -35,7 +35,11 @@ EXPECTED = {
     "genima_paper": (
         "act",
         lambda shapes, dim: act.paper_config(
-            shapes, dim, horizon=20, n_action_steps=20, temporal_ensemble_coeff=None,
+            shapes,
+            dim,
+            horizon=20,
+            n_action_steps=20,
+            temporal_ensemble_coeff=None,
             binary_action_dims=[7],
         ),
     ),

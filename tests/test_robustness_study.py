@@ -117,7 +117,9 @@ def test_tables_list_org_first_and_the_stemob_variants_after_the_baselines(study
 def test_genima_study_rows_and_report_reuse_the_robustness_records(study, tmp_path, monkeypatch):
     """tools/genima_study.py: GENIMA and ACT-joint rows per task and seed, Diffusion Policy from
     the robustness study's `org` records; the report averages what is done."""
-    spec = importlib.util.spec_from_file_location("genima_study", REPO / "tools" / "genima_study.py")
+    spec = importlib.util.spec_from_file_location(
+        "genima_study", REPO / "tools" / "genima_study.py"
+    )
     genima = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(genima)  # imports the patched `robustness` module
     monkeypatch.setattr(genima, "OUT", tmp_path / "results" / "genima")

@@ -55,7 +55,9 @@ STEPS = 6000
 
 def run_dir(task: str, seed: int, variant: str = "plain", steps: int = STEPS) -> Path:
     """``controller_<task>[_<variant>][_<steps>steps]_s<seed>`` (steps only when not 6000)."""
-    tag = ("" if variant == "plain" else f"_{variant}") + ("" if steps == STEPS else f"_{steps}steps")
+    tag = ("" if variant == "plain" else f"_{variant}") + (
+        "" if steps == STEPS else f"_{steps}steps"
+    )
     return ROOT / "outputs" / "genima" / f"controller_{task}{tag}_s{seed}"
 
 

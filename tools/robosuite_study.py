@@ -58,6 +58,7 @@ on CPU-2 with 3-4 jobs sharing the cores. One command per row:
 def rows() -> list[study.Row]:
     """Seed 0 of every Diffusion Policy method first, `org` on the longer schedule, then ACT,
     then the second seeds."""
+
     def dp(method: str, seed: int, tag: str = "", *extra: str) -> study.Row:
         overrides = ["policy=diffusion_small", *DP_METHODS[method], *extra, f"training.seed={seed}"]
         return study.Row(f"{TASK}/{method}{tag}/seed{seed}", TASK, overrides, benchmark=BENCHMARK)

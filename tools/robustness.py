@@ -684,7 +684,9 @@ def sub_study_parser(description: str) -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run")
-    run_parser.add_argument("--only", nargs="+", default=None, help="rows whose name starts with these")
+    run_parser.add_argument(
+        "--only", nargs="+", default=None, help="rows whose name starts with these"
+    )
     run_parser.add_argument("--threads", type=int, default=1)
     sub.add_parser("plan")
     sub.add_parser("report")

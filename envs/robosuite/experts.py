@@ -67,7 +67,9 @@ class WaypointExpert:
     def eef(self) -> tuple[np.ndarray, np.ndarray]:
         """Gripper site position and rotation matrix (world)."""
         robot = self.env.env.robots[0]
-        site = robot.eef_site_id["right"] if isinstance(robot.eef_site_id, dict) else robot.eef_site_id
+        site = (
+            robot.eef_site_id["right"] if isinstance(robot.eef_site_id, dict) else robot.eef_site_id
+        )
         data = self._sim().data
         return np.array(data.site_xpos[site]), np.array(data.site_xmat[site]).reshape(3, 3)
 

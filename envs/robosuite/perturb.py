@@ -187,7 +187,11 @@ class RobosuitePerturbations:
         applied before detaches them from the materials; the texture factor re-attaches them)."""
         role = int(mujoco.mjtTextureRole.mjTEXROLE_RGB)
         mats = self._materials(model, geoms)
-        texid = self._defaults.get("mat_texid", model.mat_texid) if model is self._model else model.mat_texid
+        texid = (
+            self._defaults.get("mat_texid", model.mat_texid)
+            if model is self._model
+            else model.mat_texid
+        )
         tex = sorted({int(texid[m, role]) for m in mats if texid[m, role] >= 0})
         if not tex:
             raise StemobError(f"{where}: these geoms have no texture to replace")

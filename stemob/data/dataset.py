@@ -126,7 +126,9 @@ class DatasetConfig:
                     f"{self.stemob.inversion_steps} draws no noise (every draw is the same frame)"
                 )
             if not self.in_memory:
-                raise StemobError("stemob_draws > 1 needs in_memory=True (the draws are held in memory)")
+                raise StemobError(
+                    "stemob_draws > 1 needs in_memory=True (the draws are held in memory)"
+                )
         self.key_map = dict(self.key_map or {})
         if len(set(self.key_map.values())) != len(self.key_map):
             raise StemobError(f"key_map {self.key_map} maps two keys to the same name")

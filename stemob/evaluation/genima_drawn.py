@@ -59,7 +59,13 @@ class DrawnTargets(gym.Wrapper):
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._since += 1
-        return self._observe(obs, self._since % self.horizon == 0), reward, terminated, truncated, info
+        return (
+            self._observe(obs, self._since % self.horizon == 0),
+            reward,
+            terminated,
+            truncated,
+            info,
+        )
 
     def _observe(self, obs: dict[str, np.ndarray], refresh: bool) -> dict[str, np.ndarray]:
         if refresh or not self._targets:  # the same noise per (episode seed, drawing)

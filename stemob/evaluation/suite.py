@@ -334,7 +334,15 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
                 f"evaluating {name} ({folder}) on {list(factors)}, {episodes} episodes each{where}"
             )
             results = _run_factors(
-                policy, factors, episodes, episodes, target, run_options, env_args, folder, overrides
+                policy,
+                factors,
+                episodes,
+                episodes,
+                target,
+                run_options,
+                env_args,
+                folder,
+                overrides,
             )
             if not main:  # the main rank holds the merged results and writes the reports
                 continue

@@ -95,8 +95,15 @@ class TargetPainter:
     """Draws ``<cam>_target`` from ``<cam>_image`` with a trained drawer; ``drawing_ms`` collects
     the time of each drawing."""
 
-    def __init__(self, drawer: Any, cameras: list[str], grid: tuple[int, int], seed: int = 0) -> None:
-        self.drawer, self.cameras, self.grid, self.seed = drawer, list(cameras), tuple(grid), int(seed)
+    def __init__(
+        self, drawer: Any, cameras: list[str], grid: tuple[int, int], seed: int = 0
+    ) -> None:
+        self.drawer, self.cameras, self.grid, self.seed = (
+            drawer,
+            list(cameras),
+            tuple(grid),
+            int(seed),
+        )
         self.drawing_ms: list[float] = []
 
     @classmethod

@@ -68,7 +68,9 @@ class CameraJitter:
                 f"camera_jitter: position and euler must be >= 0, got {self.position}, {self.euler}"
             )
         if not 0.0 < self.probability <= 1.0:
-            raise StemobError(f"camera_jitter: probability must be in (0, 1], got {self.probability}")
+            raise StemobError(
+                f"camera_jitter: probability must be in (0, 1], got {self.probability}"
+            )
 
     def moves_frame(self, rng: np.random.Generator) -> bool:
         """Whether this frame is drawn from a moved camera (no draw at probability 1, so datasets
@@ -269,7 +271,11 @@ def target_index(t: int, length: int, horizon: int) -> int:
 
 
 def build_episode(
-    episode: Any, config: GenimaDatasetConfig, textures: _Textures | None, demo_seed: int, where: str
+    episode: Any,
+    config: GenimaDatasetConfig,
+    textures: _Textures | None,
+    demo_seed: int,
+    where: str,
 ) -> dict[str, np.ndarray]:
     """The new observation arrays of one episode (see the module docstring); ``textures`` default
     to the config's."""

@@ -149,9 +149,13 @@ class TargetDrawer(torch.nn.Module):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         x = self.vae.decode(latents / self.scaling + self.shift).sample
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        return (
+            ((x.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        )
 
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def predict(
+        self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor
+    ) -> torch.Tensor:
         """The predicted noise; ``condition``: the observation's latents (concat) or its pixels
         in [0, 1] (controlnet)."""
         if self.recipe == "concat":
@@ -168,7 +172,9 @@ class TargetDrawer(torch.nn.Module):
             return self.encode(observations)
         return (self._pixels(observations) + 1) / 2
 
-    def _base(self, observations: np.ndarray | torch.Tensor, condition: torch.Tensor) -> torch.Tensor | None:
+    def _base(
+        self, observations: np.ndarray | torch.Tensor, condition: torch.Tensor
+    ) -> torch.Tensor | None:
         """The latents a residual drawer adds its drawing to (None without ``residual``)."""
         if not self.config.residual:
             return None
@@ -176,7 +182,10 @@ class TargetDrawer(torch.nn.Module):
 
     # ----------------------------------------------------------------- use
     def loss(
-        self, observations: np.ndarray, targets: np.ndarray, generator: torch.Generator | None = None
+        self,
+        observations: np.ndarray,
+        targets: np.ndarray,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Noise-prediction MSE on the targets' latents at uniformly drawn timesteps."""
         condition = self._condition(observations)

@@ -60,7 +60,9 @@ class SphereScore:
                 self.gripper_state_wrong += 1  # the sphere is there in the other colour
             else:
                 self.misses += 1
-        self.false += sum(1 for name in drawn if name not in truth and not name.startswith("gripper"))
+        self.false += sum(
+            1 for name in drawn if name not in truth and not name.startswith("gripper")
+        )
 
     def summary(self) -> dict[str, float | int | None]:
         spheres = len(self.errors) + self.misses + self.gripper_state_wrong

@@ -164,7 +164,9 @@ def _augmenters(args: argparse.Namespace) -> dict[str, Any]:
     from stemob.training.augment import AugmentConfig, BatchAugment
 
     if args.shift < 0 or args.color_jitter < 0:
-        raise StemobError(f"--shift and --color-jitter must be >= 0, got {args.shift}, {args.color_jitter}")
+        raise StemobError(
+            f"--shift and --color-jitter must be >= 0, got {args.shift}, {args.color_jitter}"
+        )
     out: dict[str, Any] = {}
     if args.shift:
         out["shift"] = BatchAugment(AugmentConfig("aug", shift=args.shift, brightness=0.0,
@@ -211,8 +213,10 @@ def _save(drawer: Any, optimizer: Any, generator: Any, step: int, settings: dict
 
 def score(args: argparse.Namespace) -> dict[str, Any]:
     if args.benchmark:  # the evaluation layer's job (it replays the expert under each factor)
-        raise StemobError("score --benchmark runs through stemob-genima-drawer "
-                          "(stemob.evaluation.genima_spheres.main), not stemob.training")
+        raise StemobError(
+            "score --benchmark runs through stemob-genima-drawer "
+            "(stemob.evaluation.genima_spheres.main), not stemob.training"
+        )
     import h5py
 
     from stemob.genima.agent import drawer_checkpoint
@@ -239,12 +243,16 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     per_frame_ms = 1000 * (time.perf_counter() - started) / len(pick)
     drawn_all = np.concatenate(drawn)
     result = {
-        "checkpoint": str(args.checkpoint), "dataset": str(dataset), "held_out_demos": held,
-        "frames": len(pick), "num_inference_steps": drawer.config.num_inference_steps,
+        "checkpoint": str(args.checkpoint),
+        "dataset": str(dataset),
+        "held_out_demos": held,
+        "frames": len(pick),
+        "num_inference_steps": drawer.config.num_inference_steps,
         "ms_per_drawing_batched8": per_frame_ms,
         "drawn": score_frames(drawn_all, truth[pick], observations[pick], views, grid).summary(),
-        "observation_as_drawing": score_frames(observations[pick], truth[pick], observations[pick],
-                                               views, grid).summary(),  # fmt: skip
+        "observation_as_drawing": score_frames(
+            observations[pick], truth[pick], observations[pick], views, grid
+        ).summary(),  # fmt: skip
     }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -276,11 +284,17 @@ def drawer_args(
     for key, value in {"seed": seed, **options}.items():
         kind = type(getattr(args, key))
         try:
-            if value is None or isinstance(value, bool) != (kind is bool) or (kind is int and value != int(value)):
+            if (
+                value is None
+                or isinstance(value, bool) != (kind is bool)
+                or (kind is int and value != int(value))
+            ):
                 raise ValueError
             setattr(args, key, kind(value))
         except (TypeError, ValueError):
-            raise StemobError(f"policy.drawer.{key} must be a {kind.__name__}, got {value!r}") from None
+            raise StemobError(
+                f"policy.drawer.{key} must be a {kind.__name__}, got {value!r}"
+            ) from None
     args.device = str(device)
     for key in ("steps", "batch", "save_every"):
         if getattr(args, key) < 1:
@@ -313,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--save-every", type=int, default=500)
     t.add_argument("--device", default="cpu", help="where the drawer trains (cpu, cuda, ...)")
-    t.add_argument("--shift", type=int, default=0, help="GENIMA's random crop: pad and shift by up to N px")
+    t.add_argument(
+        "--shift", type=int, default=0, help="GENIMA's random crop: pad and shift by up to N px"
+    )
     t.add_argument("--color-jitter", type=float, default=0.0,
                    help="GENIMA's colour jitter of the observation (brightness/contrast/saturation)")  # fmt: skip
     t.add_argument("--residual", action="store_true",

@@ -59,7 +59,9 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
     kwargs = env_args["env_kwargs"]
     path.parent.mkdir(parents=True, exist_ok=True)
     if env_args["type"] == ROBOSUITE_TYPE:
-        print(f"recording {demos.get('episodes', 100)} {env_args['env_name']} demonstrations to {path}")
+        print(
+            f"recording {demos.get('episodes', 100)} {env_args['env_name']} demonstrations to {path}"
+        )
         record_env_args(
             env_args, int(demos.get("episodes", 100)), path, seed=int(demos.get("seed", 0)),
             steps_after_success=after,
@@ -213,7 +215,9 @@ def check_before_long_work(cfg: Mapping[str, Any]) -> None:
             )
         from stemob.training.genima_drawer import drawer_args
 
-        drawer_args(section["drawer"], "dataset.hdf5", "run")  # its options fail now, not after stage 1
+        drawer_args(
+            section["drawer"], "dataset.hdf5", "run"
+        )  # its options fail now, not after stage 1
     draws = (cfg.get("dataset") or {}).get("stemob_draws", 1)
     if draws != 1:  # before any cache is built
         from stemob.data.dataset import DatasetConfig

@@ -60,8 +60,11 @@ def _same_section(saved: Any, current: Any) -> bool:
         return all(
             _same_section(saved[k], current[k])
             if k in saved
-            else (current[k] is None or current[k] is False
-                  or (k in OFF_VALUES and current[k] == OFF_VALUES[k]))  # fmt: skip
+            else (
+                current[k] is None
+                or current[k] is False
+                or (k in OFF_VALUES and current[k] == OFF_VALUES[k])
+            )  # fmt: skip
             for k in current
         ) and set(saved) <= set(current)
     return saved == current
@@ -134,7 +137,9 @@ def train(
                 keys=keys,
                 store_latents=bool(section.get("stemob_latents", False)),
                 device="cpu" if accelerator.device.type == "cpu" else "auto",
-                frames=frame_source(section["path"], section.get("reader", "auto"), **reader_kwargs),
+                frames=frame_source(
+                    section["path"], section.get("reader", "auto"), **reader_kwargs
+                ),
             )
             for draw in range(int(section.get("stemob_draws", 1)))
         ]  # draw 0 is the usual cache; dataset.stemob_draws > 1 adds one cache per noise draw
