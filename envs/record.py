@@ -90,17 +90,27 @@ def _extras(env: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def run_episode(env: Any, seed: int, steps_after_success: int = 0) -> tuple[Any, bool]:
+def run_episode(
+    env: Any, seed: int, steps_after_success: int = 0, action_noise: float = 0.0
+) -> tuple[Any, bool]:
     """One expert episode from ``reset(seed)``; returns (Episode, success).
 
     With ``steps_after_success`` the expert goes on for that many steps once the task is done
     (e.g. holding the cube up), within the task's step limit; the demo is then a success only if
     the task is still done at its last step.
+
+    With ``action_noise`` (DART-style noise injection) the env executes the expert's action plus
+    Gaussian noise on every dimension but the gripper (the last), its standard deviation that
+    fraction of the dimension's half-range (robosuite's OSC: of 1; the tabletop's: of 5 cm and
+    0.5 rad), clipped to the action space, while the demo records the expert's own action: the
+    states then cover small deviations from the expert's path, each labelled with the expert's
+    correction. The noise is seeded by ``seed``.
     """
     from stemob.data.episodes import Episode
 
     obs, info = env.reset(seed=seed)
     expert = env.make_expert()
+    noise = np.random.default_rng([int(seed), 0xDA127]) if action_noise > 0 else None
     frames: dict[str, list] = {k: [] for k in obs}
     extras: dict[str, list] = {}
     actions, rewards, states = [], [], []
@@ -114,7 +124,14 @@ def run_episode(env: Any, seed: int, steps_after_success: int = 0) -> tuple[Any,
         action = expert.act()
         if env.action_mode == "joint_position":
             action = env.ee_to_joint_action(action)
-        obs, reward, terminated, truncated, info = env.step(action)
+        executed = action
+        if noise is not None:
+            space = env.action_space
+            scale = action_noise * (space.high[:-1] - space.low[:-1]) / 2
+            executed = np.array(action, np.float64)
+            executed[:-1] += noise.normal(0.0, 1.0, executed.shape[0] - 1) * scale
+            executed = np.clip(executed, space.low, space.high).astype(np.asarray(action).dtype)
+        obs, reward, terminated, truncated, info = env.step(executed)
         actions.append(action)
         rewards.append(reward)
         success = bool(info["is_success"])
@@ -139,6 +156,7 @@ def run_episode(env: Any, seed: int, steps_after_success: int = 0) -> tuple[Any,
             "success": success,
             "task": env.task_name,
             "steps_after_success": int(steps_after_success),
+            "action_noise": float(action_noise),
         },
     )
     return episode, success
@@ -212,12 +230,15 @@ def record_with(
     next_obs: bool = True,
     progress: bool = True,
     steps_after_success: int = 0,
+    action_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Run ``env``'s expert until ``episodes`` demos are kept; write them atomically to ``out``
     (closes ``env``).
 
     ``steps_after_success`` extends every demo past the task's success (see :func:`run_episode`):
     chunked policies such as ACT then learn whole chunks instead of padded tails.
+    ``action_noise`` executes noisy expert actions and records the clean ones (see
+    :func:`run_episode`).
     """
     from tqdm import tqdm
 
@@ -231,6 +252,8 @@ def record_with(
             raise StemobError(
                 f"option steps_after_success: expected >= 0, got {steps_after_success}"
             )
+        if not action_noise >= 0:
+            raise StemobError(f"option action_noise: expected >= 0, got {action_noise}")
         if not 0 <= valid_fraction < 1:
             raise StemobError(f"option valid_fraction: expected in [0, 1), got {valid_fraction}")
     except StemobError:
@@ -248,7 +271,7 @@ def record_with(
                     f"expert for {task} kept {report['kept']} of {episodes} demos in "
                     f"{attempt} attempts; failed seeds: {report['failed_seeds'][:20]}"
                 )
-            episode, success = run_episode(env, seed + attempt, steps_after_success)
+            episode, success = run_episode(env, seed + attempt, steps_after_success, action_noise)
             attempt += 1
             report["attempts"] = attempt
             if not success:
@@ -294,6 +317,7 @@ SPEC: dict[str, tuple[type, Any]] = {
     "seed": (int, 0), "image_size": (int, 0), "cameras": (str, ""),
     "action_mode": (str, "ee_delta"), "keep_failed": (bool, False), "max_attempts": (int, 0),
     "valid_fraction": (float, 0.1), "next_obs": (bool, True), "steps_after_success": (int, 0),
+    "action_noise": (float, 0.0),
 }  # fmt: skip
 
 
@@ -315,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             valid_fraction=a["valid_fraction"],
             next_obs=a["next_obs"],
             steps_after_success=a["steps_after_success"],
+            action_noise=a["action_noise"],
         )
     except StemobError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -105,8 +105,8 @@ def test_rerender_other_cameras_and_perturbation(demos, tmp_path):
 def test_expert_failure_is_reported(tmp_path, monkeypatch):
     real = rec.run_episode
 
-    def failing(env, seed, steps_after_success=0):
-        episode, _ = real(env, seed, steps_after_success)
+    def failing(env, seed, steps_after_success=0, action_noise=0.0):
+        episode, _ = real(env, seed, steps_after_success, action_noise)
         return episode, False
 
     monkeypatch.setattr(rec, "run_episode", failing)
@@ -147,3 +147,26 @@ def test_steps_after_success_extend_each_demo(demos, tmp_path):
         ensure_demonstrations({"path": str(demos)}, task)
     with pytest.raises(StemobError, match="steps_after_success: expected >= 0"):
         record("lift_cube", 1, tmp_path / "x.hdf5", steps_after_success=-1, progress=False)
+
+
+def test_action_noise_perturbs_the_states_and_records_the_experts_actions(demos, tmp_path):
+    """DART-style recording: the executed actions are noisy, so the path leaves the noiseless
+    expert's, while the file keeps the expert's own (clean) actions, whose gripper stays exactly
+    open or closed; the option is recorded and a training run asking for another value is refused."""
+    from stemob.training.prepare import ensure_demonstrations
+
+    out = tmp_path / "noisy.hdf5"
+    record("lift_cube", 1, out, image_size=32, valid_fraction=0, progress=False, action_noise=0.1)
+    with h5py.File(demos) as plain, h5py.File(out) as noisy:
+        a, b = plain["data/demo_0"], noisy["data/demo_0"]
+        np.testing.assert_array_equal(a["states"][0], b["states"][0])  # same reset(seed)
+        assert not np.allclose(a["obs/eef_pos"][1:5], b["obs/eef_pos"][1:5])
+        assert set(np.unique(b["actions"][:, -1])) <= {-1.0, 1.0}
+        assert np.abs(b["actions"][()]).max() <= 1.0
+        assert json.loads(b.attrs["stemob_attrs"])["action_noise"] == 0.1
+    task = {"env_args": {"type": "stemob_tabletop"}, "demos": {"action_noise": 0.1}}
+    assert ensure_demonstrations({"path": str(out)}, task) == out
+    with pytest.raises(StemobError, match="recorded with action_noise=0.0"):
+        ensure_demonstrations({"path": str(demos)}, task)
+    with pytest.raises(StemobError, match="action_noise: expected >= 0"):
+        record("lift_cube", 1, tmp_path / "x.hdf5", action_noise=-0.1, progress=False)

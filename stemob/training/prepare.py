@@ -42,9 +42,9 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
     env_args = task.get("env_args") or {}
     demos = task.get("demos") or {}
     after = int(demos.get("steps_after_success") or 0)
+    noise = float(demos.get("action_noise") or 0.0)
     if path.exists():
-        if env_args.get("type") == TABLETOP_TYPE:
-            _check_steps_after_success(path, after)
+        _check_recording(path, {"steps_after_success": after, "action_noise": noise})
         return path
     from envs.robosuite.types import ROBOSUITE_TYPE
 
@@ -64,7 +64,7 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
         )
         record_env_args(
             env_args, int(demos.get("episodes", 100)), path, seed=int(demos.get("seed", 0)),
-            steps_after_success=after,
+            steps_after_success=after, action_noise=noise,
         )  # fmt: skip
         return path
     print(f"recording {demos.get('episodes', 100)} {kwargs['task']} demonstrations to {path}")
@@ -78,6 +78,7 @@ def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -
         cameras=tuple(kwargs.get("cameras", ("front", "wrist"))),
         action_mode=kwargs.get("action_mode", "ee_delta"),
         steps_after_success=after,
+        action_noise=noise,
     )
     return path
 
@@ -106,9 +107,10 @@ def ensure_genima_dataset(dataset: Mapping[str, Any], progress: bool = True) -> 
             "genima_horizon": config.horizon}  # fmt: skip
 
 
-def _check_steps_after_success(path: Path, wanted: int) -> None:
-    """A recorded tabletop file must match ``task.demos.steps_after_success`` (files recorded
-    before the option existed count as 0)."""
+def _check_recording(path: Path, wanted: Mapping[str, float]) -> None:
+    """A file our experts recorded must match the ``task.demos`` options in ``wanted``
+    (``steps_after_success``, ``action_noise``; files recorded before an option existed count
+    as 0). Files without our recording attributes (other sources) are not checked."""
     import h5py
 
     from stemob.data.robomimic import stemob_attrs
@@ -121,13 +123,15 @@ def _check_steps_after_success(path: Path, wanted: int) -> None:
             attrs = stemob_attrs(f["data"][demos[0]])
     except (OSError, ValueError):
         return  # an unreadable file is reported by the dataset reader, with its own message
-    recorded = int(attrs.get("steps_after_success", 0))
-    if "seed" in attrs and recorded != wanted:
-        raise StemobError(
-            f"{path} was recorded with steps_after_success={recorded}, but "
-            f"task.demos.steps_after_success={wanted}: point dataset.path at another file "
-            "(it is recorded when missing)"
-        )
+    if "seed" not in attrs:
+        return
+    for key, value in wanted.items():
+        recorded = type(value)(attrs.get(key, 0))
+        if recorded != value:
+            raise StemobError(
+                f"{path} was recorded with {key}={recorded}, but task.demos.{key}={value}: "
+                "point dataset.path at another file (it is recorded when missing)"
+            )
 
 
 def build_dataset(
