@@ -49,7 +49,9 @@ def trace(run: str | Path, dataset: str | Path, seeds: list[int]) -> list[dict[s
             runner.reset(seed)
             grip, height, success, done = [], [], False, False
             while not done:
-                chunk = runner.act({k: obs[k] for k in keys}, {k: obs[k] for k in runner.state_keys})
+                chunk = runner.act(
+                    {k: obs[k] for k in keys}, {k: obs[k] for k in runner.state_keys}
+                )
                 for i, action in enumerate(chunk):
                     if i:
                         runner.observe({k: obs[k] for k in keys},
