@@ -111,6 +111,8 @@ def run_episode(
     obs, info = env.reset(seed=seed)
     expert = env.make_expert()
     noise = np.random.default_rng([int(seed), 0xDA127]) if action_noise > 0 else None
+    space = env.action_space
+    noise_scale = action_noise * (space.high[:-1] - space.low[:-1]) / 2  # per arm dimension
     frames: dict[str, list] = {k: [] for k in obs}
     extras: dict[str, list] = {}
     actions, rewards, states = [], [], []
@@ -126,10 +128,8 @@ def run_episode(
             action = env.ee_to_joint_action(action)
         executed = action
         if noise is not None:
-            space = env.action_space
-            scale = action_noise * (space.high[:-1] - space.low[:-1]) / 2
             executed = np.array(action, np.float64)
-            executed[:-1] += noise.normal(0.0, 1.0, executed.shape[0] - 1) * scale
+            executed[:-1] += noise.normal(0.0, 1.0, executed.shape[0] - 1) * noise_scale
             executed = np.clip(executed, space.low, space.high).astype(np.asarray(action).dtype)
         obs, reward, terminated, truncated, info = env.step(executed)
         actions.append(action)

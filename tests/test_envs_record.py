@@ -125,12 +125,26 @@ def test_cli_bad_input(capsys, tmp_path):
     assert "missing option out" in capsys.readouterr().err
 
 
+def _assert_option_recorded_and_checked(option, value, default, bad, out, plain, tmp_path):
+    """``out`` (recorded with ``option=value``) keeps it in ``stemob_attrs``; a training run asking
+    for ``value`` takes ``out`` and refuses ``plain`` (recorded with ``default``); ``bad`` is
+    refused by the recorder with the option's name."""
+    from stemob.training.prepare import ensure_demonstrations
+
+    with h5py.File(out) as f:
+        assert json.loads(f["data/demo_0"].attrs["stemob_attrs"])[option] == value
+    task = {"env_args": {"type": "stemob_tabletop"}, "demos": {option: value}}
+    assert ensure_demonstrations({"path": str(out)}, task) == out
+    with pytest.raises(StemobError, match=f"recorded with {option}={default}"):
+        ensure_demonstrations({"path": str(plain)}, task)
+    with pytest.raises(StemobError, match=f"{option}: expected >= 0"):
+        record("lift_cube", 1, tmp_path / "x.hdf5", progress=False, **{option: bad})
+
+
 def test_steps_after_success_extend_each_demo(demos, tmp_path):
     """The expert goes on past success (holding the cube up); the longer demo starts like the
     plain one, stays a success to its last step and records the option; a training run whose task
     asks for another value than the file's is refused before it reads the file."""
-    from stemob.training.prepare import ensure_demonstrations
-
     out = tmp_path / "hold.hdf5"
     record("lift_cube", 1, out, image_size=32, valid_fraction=0, progress=False,
            steps_after_success=6)  # fmt: skip
@@ -140,21 +154,13 @@ def test_steps_after_success_extend_each_demo(demos, tmp_path):
         assert int(b.attrs["num_samples"]) == n + 6
         np.testing.assert_array_equal(b["actions"][:n], a["actions"][:n])
         assert np.all(b["rewards"][n - 1 :] == 1.0) and list(b["dones"][-7:]) == [0] * 6 + [1]
-        assert json.loads(b.attrs["stemob_attrs"])["steps_after_success"] == 6
-    task = {"env_args": {"type": "stemob_tabletop"}, "demos": {"steps_after_success": 6}}
-    assert ensure_demonstrations({"path": str(out)}, task) == out
-    with pytest.raises(StemobError, match="recorded with steps_after_success=0"):
-        ensure_demonstrations({"path": str(demos)}, task)
-    with pytest.raises(StemobError, match="steps_after_success: expected >= 0"):
-        record("lift_cube", 1, tmp_path / "x.hdf5", steps_after_success=-1, progress=False)
+    _assert_option_recorded_and_checked("steps_after_success", 6, 0, -1, out, demos, tmp_path)
 
 
 def test_action_noise_perturbs_the_states_and_records_the_experts_actions(demos, tmp_path):
     """DART-style recording: the executed actions are noisy, so the path leaves the noiseless
     expert's, while the file keeps the expert's own (clean) actions, whose gripper stays exactly
     open or closed; the option is recorded and a training run asking for another value is refused."""
-    from stemob.training.prepare import ensure_demonstrations
-
     out = tmp_path / "noisy.hdf5"
     record("lift_cube", 1, out, image_size=32, valid_fraction=0, progress=False, action_noise=0.1)
     with h5py.File(demos) as plain, h5py.File(out) as noisy:
@@ -163,10 +169,4 @@ def test_action_noise_perturbs_the_states_and_records_the_experts_actions(demos,
         assert not np.allclose(a["obs/eef_pos"][1:5], b["obs/eef_pos"][1:5])
         assert set(np.unique(b["actions"][:, -1])) <= {-1.0, 1.0}
         assert np.abs(b["actions"][()]).max() <= 1.0
-        assert json.loads(b.attrs["stemob_attrs"])["action_noise"] == 0.1
-    task = {"env_args": {"type": "stemob_tabletop"}, "demos": {"action_noise": 0.1}}
-    assert ensure_demonstrations({"path": str(out)}, task) == out
-    with pytest.raises(StemobError, match="recorded with action_noise=0.0"):
-        ensure_demonstrations({"path": str(demos)}, task)
-    with pytest.raises(StemobError, match="action_noise: expected >= 0"):
-        record("lift_cube", 1, tmp_path / "x.hdf5", action_noise=-0.1, progress=False)
+    _assert_option_recorded_and_checked("action_noise", 0.1, 0.0, -0.1, out, demos, tmp_path)

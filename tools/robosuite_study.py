@@ -43,9 +43,9 @@ far longer)."""
 DART_NOISE = 0.2
 """``org_dart``: `org` on 200 demos recorded with DART-style noise (``task.demos.action_noise``):
 the env executes the expert's action plus N(0, 0.2) on the arm dimensions, the demo keeps the
-expert's action. `org`'s and `ro`'s clean failures time out stalled 1-1.5 cm below the height
-where every demo closes the gripper (all 200 close within 0.824-0.825 m), a state the noiseless
-expert never visits. With the noise the expert keeps 200 of 211 seeds (without it 100 %; median
+expert's action. `ro`'s clean failures (traced, tools/robosuite_trace.py) time out stalled
+1.2-1.5 cm below the height where every demo closes the gripper (all 200 within 0.823-0.825 m), a
+state the noiseless expert never visits. With the noise the expert keeps 200 of 211 seeds (without it 100 %; median
 76 steps instead of 50 on seeds 0-19; at 0.3 half the seeds fail)."""
 DART_DEMOS = f"data/{TASK}/demos_200_noise{DART_NOISE}.hdf5"
 ACT_METHODS = ("org", "stemob")
