@@ -1,6 +1,6 @@
 """robosuite scripted experts (envs/robosuite/experts.py) and their recordings: robomimic files
 whose actions replay to success in a rebuilt env, train.py's automatic recording for
-``task=robosuite_lift``, and the combined perturbation of the robosuite benchmark.
+``task=robosuite_lift`` / ``task=robosuite_stack``, and the combined perturbation of the robosuite benchmark.
 
 Skipped where the ``robosuite`` extra is not installed.
 """
@@ -90,10 +90,13 @@ def test_stack_expert_stacks_and_unknown_tasks_are_refused():
         door.close()
 
 
-def test_train_records_missing_robosuite_demos_from_the_task_config(tmp_path):
+@pytest.mark.parametrize("name", ["robosuite_lift", "robosuite_stack"])
+def test_train_records_missing_robosuite_demos_from_the_task_config(name, tmp_path):
     from stemob.training.prepare import ensure_demonstrations
 
-    task = yaml.safe_load((ROOT / "configs" / "task" / "robosuite_lift.yaml").read_text())
+    task = yaml.safe_load((ROOT / "configs" / "task" / f"{name}.yaml").read_text())
+    env_name = task["env_args"]["env_name"]
+    assert task["env_args"] == default_env_args(env_name)  # the config is the expert's env
     task["demos"]["episodes"] = 1
     task["env_args"]["env_kwargs"].update(camera_heights=16, camera_widths=16)
     path = ensure_demonstrations({"path": str(tmp_path / "d.hdf5")}, task)

@@ -5,6 +5,8 @@ Stem-OB, on the robustness study's protocol (results/robosuite.md).
     python tools/robosuite_study.py run [--only robosuite_lift/org] [--threads 1]   # resumable
     python tools/robosuite_study.py report               # results/robosuite.{md,json} + plot
     python tools/robosuite_study.py figure               # envs/robosuite/factors_lift.png
+    python tools/robosuite_study.py figure --task robosuite_stack --benchmark robosuite_receiver \
+        --out envs/robosuite/factors_stack.png
 
 Rows are those of ``tools/robustness.py`` (same runner, lock files, per-row records in
 ``results/study/robosuite_lift/...``): 200 scripted demos (``task=robosuite_lift`` records them on
@@ -140,8 +142,8 @@ def report() -> str:
     return text
 
 
-def figure(out: Path) -> Path:
-    """Every factor of the benchmark on robosuite Lift's agentview (reset seed 100000)."""
+def figure(out: Path, task_name: str = TASK, benchmark: str = BENCHMARK) -> Path:
+    """Every factor of the benchmark on a robosuite task's agentview (reset seed 100000)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,8 +152,8 @@ def figure(out: Path) -> Path:
 
     from envs.record import make_env_from_args
 
-    task = yaml.safe_load((study.REPO / "configs" / "task" / f"{TASK}.yaml").read_text())
-    bench = yaml.safe_load((study.REPO / "configs" / "benchmark" / f"{BENCHMARK}.yaml").read_text())
+    task = yaml.safe_load((study.REPO / "configs" / "task" / f"{task_name}.yaml").read_text())
+    bench = yaml.safe_load((study.REPO / "configs" / "benchmark" / f"{benchmark}.yaml").read_text())
     names = bench["perturbations"]
     fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(2.2 * ((len(names) + 1) // 2), 4.8))
     for ax, name in zip(axes.flat, names, strict=False):
@@ -175,10 +177,12 @@ def main() -> None:
     parser, sub = study.sub_study_parser(__doc__.split("\n\n")[0])
     fig = sub.add_parser("figure")
     fig.add_argument("--out", default=str(study.REPO / "envs" / "robosuite" / "factors_lift.png"))
+    fig.add_argument("--task", default=TASK, help="a robosuite task config (configs/task)")
+    fig.add_argument("--benchmark", default=BENCHMARK, help="its factors (configs/benchmark)")
     args = parser.parse_args()
     if not study.sub_study_command(args, rows(), report):  # figure
         os.environ.setdefault("MUJOCO_GL", "egl")
-        print(figure(Path(args.out)))
+        print(figure(Path(args.out), args.task, args.benchmark))
 
 
 if __name__ == "__main__":
