@@ -4,6 +4,9 @@ compares with where every demo closes the gripper.
     MUJOCO_GL=egl python tools/robosuite_trace.py --run outputs/study/robosuite_lift/ro/seed0 \
         --seeds 100000 100001 --out results/study/robosuite_lift/ro/trace_seed0.json
 
+The demos are the run's own training set (``dataset.path`` of its ``config.yaml``) unless
+``--dataset`` names another file.
+
 Per episode: success, length, the gripper command and the end-effector height every step, the
 lowest height reached and the share of steps with an open-gripper command; per demo file: the
 end-effector height at each demo's first closing command.
@@ -30,6 +33,17 @@ def demo_grasp_heights(dataset: str | Path) -> list[float]:
             if len(closing):
                 heights.append(float(demo["obs/robot0_eef_pos"][int(closing[0]), 2]))
     return heights
+
+
+def training_dataset(run: str | Path) -> Path:
+    """The ``dataset.path`` a training run was trained on (relative paths: from the repo root)."""
+    import yaml
+
+    config = Path(run) / "config.yaml"
+    if not config.is_file():
+        raise SystemExit(f"{run}: no config.yaml (not a training run); pass --dataset")
+    path = Path(yaml.safe_load(config.read_text())["dataset"]["path"])
+    return path if path.is_absolute() else Path(__file__).resolve().parents[1] / path
 
 
 def trace(run: str | Path, dataset: str | Path, seeds: list[int]) -> list[dict[str, Any]]:
@@ -79,10 +93,11 @@ def trace(run: str | Path, dataset: str | Path, seeds: list[int]) -> list[dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a training run or policy checkpoint")
-    parser.add_argument("--dataset", default="data/robosuite_lift/demos_200.hdf5")
+    parser.add_argument("--dataset", default=None, help="default: the run's training set")
     parser.add_argument("--seeds", type=int, nargs="+", default=[100000])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    args.dataset = args.dataset or training_dataset(args.run)
     heights = demo_grasp_heights(args.dataset)
     print(f"demos close the gripper at eef z {min(heights):.4f}-{max(heights):.4f} m "
           f"(median {np.median(heights):.4f}, {len(heights)} demos)")  # fmt: skip
