@@ -147,3 +147,51 @@ def test_genima_study_rows_and_report_reuse_the_robustness_records(study, tmp_pa
     assert "| lift_cube | Diffusion Policy small | 1 | 90.0 | 40.0 |" in text
     assert "`lift_cube_joint/act/seed0`" in text  # still to run
     assert json.loads((tmp_path / "results" / "genima" / "study.json").read_text())
+
+
+def test_robosuite_study_rows_keep_the_noiseless_demos_apart_and_the_report_plots(
+    study, tmp_path, monkeypatch
+):
+    """tools/robosuite_study.py: the first four rows name the noiseless demo file, every other row
+    trains on the task's default (DART-style) demos; the report writes the table, JSON and plot."""
+    import yaml
+
+    spec = importlib.util.spec_from_file_location(
+        "robosuite_study", REPO / "tools" / "robosuite_study.py"
+    )
+    robosuite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(robosuite)
+    monkeypatch.setattr(robosuite, "RESULTS", tmp_path / "results" / "robosuite.md")
+    monkeypatch.setattr(robosuite, "PLOT", tmp_path / "results" / "robosuite_lift.png")
+    task = yaml.safe_load((REPO / "configs" / "task" / "robosuite_lift.yaml").read_text())
+    assert task["demos"]["action_noise"] == robosuite.DART_NOISE
+    rows = {r.name: r for r in robosuite.rows()}
+    for method in robosuite.NOISELESS_METHODS:
+        assert set(robosuite.NOISELESS) <= set(rows[f"robosuite_lift/{method}/seed0"].overrides)
+    dart = [r for name, r in rows.items() if "_dart/" in name]
+    assert {r.method for r in dart} >= {"org_dart", "stemob_dart", "stemob_ro_dart", "act_org_dart"}
+    assert not any("action_noise" in o or "dataset.path" in o for r in dart for o in r.overrides)
+
+    def finish(row, clean, perturbed):
+        factors = {f: {"successes": 0, "completed": 25, "episodes": 25, "errors": 0, "stderr": 0.1,
+                       "mean_length": 50.0,
+                       "rate": {"none": clean, "light_color": 0.1}.get(f, perturbed)}
+                   for f in ("none", "mo_color", "light_color", "robosuite_all")}  # fmt: skip
+        row.results.parent.mkdir(parents=True, exist_ok=True)
+        row.results.write_text(
+            json.dumps({"factors": factors, "records": {f: [] for f in factors}})
+        )
+        study.write_record(row, {"eval_wall_s": 60.0}, threads=1)
+
+    finish(rows["robosuite_lift/org/seed0"], 0.56, 0.3)
+    finish(rows["robosuite_lift/org_dart/seed0"], 0.96, 0.7)
+    text = robosuite.report()
+    assert (
+        "| `org_dart` | 0 | **96** | **70.0** |" in text
+    )  # Gen: mo_color only (light_color chose k)
+    assert "`robosuite_lift/stemob_dart/seed0`" in text  # still to run
+    assert (tmp_path / "results" / "robosuite_lift.png").stat().st_size > 0
+    assert set(json.loads((tmp_path / "results" / "robosuite.json").read_text())) == {
+        "org",
+        "org_dart",
+    }
