@@ -104,7 +104,9 @@ def run_episode(
     fraction of the dimension's half-range (robosuite's OSC: of 1; the tabletop's: of 5 cm and
     0.5 rad), clipped to the action space, while the demo records the expert's own action: the
     states then cover small deviations from the expert's path, each labelled with the expert's
-    correction. The noise is seeded by ``seed``.
+    correction. The noise is seeded by ``seed``. The actions the env executed go to
+    ``extras/executed_actions``: replayed from ``states[0]`` they retrace the demo (the recorded
+    ``actions``, the expert's labels, do not).
     """
     from stemob.data.episodes import Episode
 
@@ -115,7 +117,7 @@ def run_episode(
     noise_scale = action_noise * (space.high[:-1] - space.low[:-1]) / 2  # per arm dimension
     frames: dict[str, list] = {k: [] for k in obs}
     extras: dict[str, list] = {}
-    actions, rewards, states = [], [], []
+    actions, executed_actions, rewards, states = [], [], [], []
     success, done_at = False, None
     for t in range(env.max_episode_steps):
         for k, v in obs.items():
@@ -133,6 +135,7 @@ def run_episode(
             executed = np.clip(executed, space.low, space.high).astype(np.asarray(action).dtype)
         obs, reward, terminated, truncated, info = env.step(executed)
         actions.append(action)
+        executed_actions.append(executed)
         rewards.append(reward)
         success = bool(info["is_success"])
         if success and done_at is None:
@@ -141,6 +144,8 @@ def run_episode(
             break
         if terminated and done_at is None:
             break
+    if noise is not None:
+        extras["executed_actions"] = executed_actions
     dones = np.zeros(len(actions), np.int64)
     dones[-1] = 1  # robomimic: the last step ends the demo
     episode = Episode(

@@ -160,7 +160,7 @@ def test_steps_after_success_extend_each_demo(demos, tmp_path):
 def test_action_noise_perturbs_the_states_and_records_the_experts_actions(demos, tmp_path):
     """DART-style recording: the executed actions are noisy, so the path leaves the noiseless
     expert's, while the file keeps the expert's own (clean) actions, whose gripper stays exactly
-    open or closed; the option is recorded and a training run asking for another value is refused."""
+    open or closed, and the executed ones in extras (they retrace the demo); the option is recorded and a training run asking for another value is refused."""
     out = tmp_path / "noisy.hdf5"
     record("lift_cube", 1, out, image_size=32, valid_fraction=0, progress=False, action_noise=0.1)
     with h5py.File(demos) as plain, h5py.File(out) as noisy:
@@ -169,4 +169,19 @@ def test_action_noise_perturbs_the_states_and_records_the_experts_actions(demos,
         assert not np.allclose(a["obs/eef_pos"][1:5], b["obs/eef_pos"][1:5])
         assert set(np.unique(b["actions"][:, -1])) <= {-1.0, 1.0}
         assert np.abs(b["actions"][()]).max() <= 1.0
+        executed, labels = b["extras/executed_actions"][()], b["actions"][()]
+        np.testing.assert_array_equal(executed[:, -1], labels[:, -1])  # the gripper is not noised
+        assert not np.allclose(executed[:, :-1], labels[:, :-1])
+        env_args, states = json.loads(noisy["data"].attrs["env_args"]), b["states"][()]
+        seed = json.loads(b.attrs["stemob_attrs"])["seed"]
+        assert "executed_actions" not in a["extras"]  # noiseless: the actions are what ran
+    env = make_env_from_args(env_args)
+    try:  # the executed actions retrace the demo from its first state
+        env.reset(seed=seed)
+        env.set_state(states[0])
+        for action in executed[:10]:
+            env.step(action)
+        np.testing.assert_allclose(env.get_state(), states[10], atol=1e-6)
+    finally:
+        env.close()
     _assert_option_recorded_and_checked("action_noise", 0.1, 0.0, -0.1, out, demos, tmp_path)

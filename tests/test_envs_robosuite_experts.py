@@ -69,6 +69,28 @@ def test_recorded_lift_demos_are_robomimic_files_whose_actions_replay_to_success
         assert (obs["tiled_target"][:] != obs["tiled_rgb"][:]).any(axis=(1, 2, 3)).all()
 
 
+def test_dart_recordings_keep_the_executed_actions_which_replay_to_success(tmp_path):
+    """With action_noise the file's actions are the expert's labels; extras/executed_actions are
+    what the env ran, and they replay to success from the demo's first state."""
+    out = tmp_path / "dart.hdf5"
+    record("robosuite/Lift", 1, out, image_size=16, progress=False, action_noise=0.2)
+    with h5py.File(out) as f:
+        demo = f["data/demo_0"]
+        env_args = json.loads(f["data"].attrs["env_args"])
+        executed, states = demo["extras/executed_actions"][:], demo["states"][:]
+        assert not np.allclose(executed[:, :-1], demo["actions"][:, :-1])
+        seed = int(demo.attrs["seed"]) if "seed" in demo.attrs else 0
+    env = make_env_from_args(env_args, cameras=[])
+    try:
+        env.reset(seed=seed)
+        env.set_state(states[0])
+        for action in executed:
+            _, _, terminated, _, info = env.step(action)
+        assert info["is_success"] and terminated
+    finally:
+        env.close()
+
+
 def test_stack_expert_stacks_and_unknown_tasks_are_refused():
     env = make_env_from_args(default_env_args("Stack"), cameras=[])
     try:
