@@ -145,8 +145,8 @@ def report() -> str:
 
 
 def plot(summary: dict, factor_names: list[str], out: Path) -> Path:
-    """Success per method (rows, mean over seeds) and setting (columns) as an annotated heat map,
-    with clean and Gen first."""
+    """Success per method (rows, mean over seeds) and setting (columns, ``none`` = clean) as an
+    annotated heat map, Gen first."""
     import matplotlib
 
     matplotlib.use("Agg")
