@@ -46,7 +46,7 @@ def check(dataset: str | Path, env_utils: types.ModuleType, demos: int) -> list[
         episodes = []
         for name in names:
             demo = f["data"][name]
-            extras = demo["extras"] if "extras" in demo else {}
+            extras = demo.get("extras", {})
             source = "extras/executed_actions" if "executed_actions" in extras else "actions"
             episodes.append((name, demo["states"][:], demo[source][:], source,
                              demo.attrs.get("model_file")))  # fmt: skip
