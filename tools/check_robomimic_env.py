@@ -41,7 +41,9 @@ def _import_robomimic(checkout: str) -> types.ModuleType:
 def check(dataset: str | Path, env_utils: types.ModuleType, demos: int) -> list[dict]:
     """Restore and replay the first ``demos`` demos; one result per demo."""
     with h5py.File(dataset, "r") as f:
-        env_meta = json.loads(f["data"].attrs["env_args"])  # = FileUtils.get_env_metadata_from_dataset
+        env_meta = json.loads(
+            f["data"].attrs["env_args"]
+        )  # = FileUtils.get_env_metadata_from_dataset
         names = sorted(f["data"], key=lambda n: int(n.split("_")[1]))[:demos]
         episodes = []
         for name in names:
