@@ -1,8 +1,8 @@
 """robosuite Lift stepping speed: the backend's fast settings against robosuite's defaults, and
 llvmpipe's rasterizer threads (``LP_NUM_THREADS``), each setting in a fresh process.
 
-    MUJOCO_GL=egl python benchmarks/bench_robosuite_speed.py [--steps 200] [--repeats 3] \
-        [--out benchmarks/results/robosuite_speed.json]
+    MUJOCO_GL=egl python benchmarks/bench_robosuite_speed.py [--steps 200] [--size 84] \
+        [--repeats 3] [--out benchmarks/results/robosuite_speed.json]
 
 One 84x84 ``agentview`` camera, random OSC actions (``bench_envs.robosuite_steps_per_second``), a
 reset every 50 steps (the scripted expert's episode length). ``LP_NUM_THREADS`` is read when the
@@ -44,8 +44,12 @@ def measure(fast: bool, lp_threads: str | None, steps: int, size: int) -> float:
         "print(f(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1', 50))"
     )
     args = [sys.executable, "-c", code, str(ROOT), str(steps), str(size), "1" if fast else "0"]
-    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run(args, env=env, capture_output=True, text=True)
+    last = out.stdout.strip().splitlines()[-1:] or [""]
+    if out.returncode or last[0] == "None":
+        reason = "the robosuite extra is not installed" if last[0] == "None" else out.stderr[-2000:]
+        raise SystemExit(f"bench_robosuite_speed: the measuring process failed: {reason}")
+    return float(last[0])
 
 
 def main() -> None:

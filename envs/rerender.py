@@ -26,6 +26,10 @@ from envs.cli_args import parse_kv
 from envs.record import _extras, env_args_of, make_env_from_args
 from stemob.errors import StemobError
 
+KEPT_EXTRAS = ("executed_actions",)
+"""Extras copied from the source rather than re-rendered: the actions a DART-style recording's
+env executed (``envs.record.run_episode``), which the states alone do not give back."""
+
 
 def rerender(
     src: str | Path,
@@ -76,6 +80,9 @@ def rerender(
                     for k, v in _extras(env, info).items():
                         extras.setdefault(k, []).append(v)
                 attrs["model_file"] = env.xml
+                for k in KEPT_EXTRAS:
+                    if k in g.get("extras", {}):
+                        extras[k] = list(g[f"extras/{k}"][()])
                 yield Episode(
                     obs={k: np.stack(v) for k, v in obs_seq.items()},
                     actions=g["actions"][()],

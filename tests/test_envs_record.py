@@ -184,4 +184,7 @@ def test_action_noise_perturbs_the_states_and_records_the_experts_actions(demos,
         np.testing.assert_allclose(env.get_state(), states[10], atol=1e-6)
     finally:
         env.close()
+    again = rerender(out, tmp_path / "noisy_re.hdf5", None, image_size=16)
+    with h5py.File(again) as f:  # a re-rendered DART file still replays
+        np.testing.assert_array_equal(f["data/demo_0/extras/executed_actions"][()], executed)
     _assert_option_recorded_and_checked("action_noise", 0.1, 0.0, -0.1, out, demos, tmp_path)

@@ -36,12 +36,17 @@ def demo_grasp_heights(dataset: str | Path) -> list[float]:
 
 
 def training_dataset(run: str | Path) -> Path:
-    """The ``dataset.path`` a training run was trained on (relative paths: from the repo root)."""
+    """The ``dataset.path`` a training run was trained on (``config.yaml`` in the run or above a
+    checkpoint inside it; relative paths from the repo root)."""
     import yaml
 
-    config = Path(run) / "config.yaml"
-    if not config.is_file():
-        raise SystemExit(f"{run}: no config.yaml (not a training run); pass --dataset")
+    run = Path(run).resolve()
+    config = next((d / "config.yaml" for d in (run, *run.parents) if (d / "config.yaml").is_file()),
+                  None)  # fmt: skip
+    if config is None:
+        raise SystemExit(
+            f"{run}: no config.yaml in it or above it (not a training run); pass --dataset"
+        )
     path = Path(yaml.safe_load(config.read_text())["dataset"]["path"])
     return path if path.is_absolute() else Path(__file__).resolve().parents[1] / path
 

@@ -29,7 +29,8 @@ class Episode:
         rewards: optional float ``(T,)``.
         dones: optional ``(T,)`` (0/1).
         states: optional simulator states ``(T, S)``.
-        extras: other per-step arrays that are not policy inputs (camera matrices, joint poses).
+        extras: other per-step arrays that are not policy inputs (camera matrices, joint poses,
+            the executed actions of DART-style recordings).
         attrs: JSON-serialisable metadata (language instruction, fps, variation, model_file).
     """
 
