@@ -19,6 +19,7 @@ pytest.importorskip("robosuite")
 
 from envs.record import make_env_from_args, record, run_episode  # noqa: E402
 from envs.robosuite.experts import default_env_args, make_expert  # noqa: E402
+from stemob.data.robomimic import stemob_attrs  # noqa: E402
 from stemob.errors import StemobError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def test_recorded_lift_demos_are_robomimic_files_whose_actions_replay_to_success
         assert demo["actions"].shape[1] == 7 and np.abs(demo["actions"][:]).max() <= 1.0
         assert "agentview_extrinsics" in demo["extras"] and "joint_world_pos" in demo["extras"]
         actions, states = demo["actions"][:], demo["states"][:]
-        seed = int(demo.attrs["seed"]) if "seed" in demo.attrs else 0
+        seed = stemob_attrs(demo)["seed"]
     env = make_env_from_args(env_args, cameras=[])  # the file alone rebuilds the env
     try:
         env.reset(seed=seed)
@@ -79,7 +80,7 @@ def test_dart_recordings_keep_the_executed_actions_which_replay_to_success(tmp_p
         env_args = json.loads(f["data"].attrs["env_args"])
         executed, states = demo["extras/executed_actions"][:], demo["states"][:]
         assert not np.allclose(executed[:, :-1], demo["actions"][:, :-1])
-        seed = int(demo.attrs["seed"]) if "seed" in demo.attrs else 0
+        seed = stemob_attrs(demo)["seed"]
     env = make_env_from_args(env_args, cameras=[])
     try:
         env.reset(seed=seed)

@@ -25,6 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from stemob.data.robomimic import demo_sort_key, stemob_attrs
+
 
 def _import_robomimic(checkout: str) -> types.ModuleType:
     sys.path.insert(0, str(Path(checkout).resolve()))
@@ -39,12 +41,6 @@ def _import_robomimic(checkout: str) -> types.ModuleType:
     return env_utils
 
 
-def _noise(demo: h5py.Group) -> float:
-    """The DART-style noise a demo was recorded with (0 for files without stemob's attrs)."""
-    attrs = json.loads(demo.attrs.get("stemob_attrs", "{}"))
-    return float(attrs.get("action_noise") or 0.0)
-
-
 def check(dataset: str | Path, env_utils: types.ModuleType, demos: int) -> list[dict]:
     """Restore and replay the first ``demos`` demos; one result per demo (``success`` None: a
     DART-style demo recorded without its executed actions, which nothing can replay)."""
@@ -52,14 +48,15 @@ def check(dataset: str | Path, env_utils: types.ModuleType, demos: int) -> list[
         env_meta = json.loads(
             f["data"].attrs["env_args"]
         )  # FileUtils.get_env_metadata_from_dataset
-        names = sorted(f["data"], key=lambda n: int(n.split("_")[1]))[:demos]
+        names = sorted(f["data"], key=demo_sort_key)[:demos]
         episodes = []
         for name in names:
             demo = f["data"][name]
             if "executed_actions" in demo.get("extras", {}):
                 source = "extras/executed_actions"
             else:
-                source = "actions" if _noise(demo) == 0 else None
+                noise = float(stemob_attrs(demo).get("action_noise") or 0.0)  # 0: not ours
+                source = "actions" if noise == 0 else None
             actions = demo[source][:] if source else None
             episodes.append((name, demo["states"][:], actions, source,
                              demo.attrs.get("model_file")))  # fmt: skip
