@@ -188,3 +188,35 @@ def test_action_noise_perturbs_the_states_and_records_the_experts_actions(demos,
     with h5py.File(again) as f:  # a re-rendered DART file still replays
         np.testing.assert_array_equal(f["data/demo_0/extras/executed_actions"][()], executed)
     _assert_option_recorded_and_checked("action_noise", 0.1, 0.0, -0.1, out, demos, tmp_path)
+
+
+def test_concurrent_runs_record_missing_demos_once(tmp_path, capsys):
+    """Two training runs that find the same demos missing (two study lanes on a fresh machine):
+    the first records while holding the file's lock, the second waits, says so, and then takes
+    the finished file instead of recording it again."""
+    import threading
+
+    from stemob.training.prepare import ensure_demonstrations, one_builder
+
+    out = tmp_path / "demos" / "d.hdf5"
+    task = {
+        "env_args": {"type": "stemob_tabletop",
+                     "env_kwargs": {"task": "lift_cube", "image_size": 32, "cameras": ["front"]}},
+        "demos": {"episodes": 1},
+    }  # fmt: skip
+    out.parent.mkdir()
+    holding, done = threading.Event(), []
+
+    def first_run() -> None:  # holds the lock as a recording run does, then writes the file
+        with one_builder(out, "its demonstrations"):
+            holding.set()
+            record("lift_cube", 1, out, image_size=32, cameras=("front",), progress=False)
+            done.append(out.stat().st_mtime_ns)
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    holding.wait(10)
+    assert ensure_demonstrations({"path": str(out)}, task) == out
+    thread.join()
+    assert "waiting for another process building its demonstrations" in capsys.readouterr().out
+    assert out.stat().st_mtime_ns == done[0]  # not recorded a second time

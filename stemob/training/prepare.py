@@ -4,7 +4,9 @@ and the policy, built from the composed run config (plain dicts from hydra)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,52 +37,89 @@ def policy_window(policy_section: Mapping[str, Any]) -> tuple[int, int]:
     )
 
 
+@contextmanager
+def one_builder(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock file ``.<name>.lock`` beside ``path`` while this process builds ``what``
+    there: a second run building the same file (two study lanes on a fresh machine) waits here,
+    says so once, and then finds the file built. Without a writable folder (a read-only dataset,
+    which is then never built) or ``fcntl`` (not POSIX) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = path.parent / f".{path.name}.lock"
+    if not os.access(path.parent, os.W_OK):
+        yield
+        return
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process building {what} ({path})", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_demonstrations(dataset: Mapping[str, Any], task: Mapping[str, Any]) -> Path:
     """The dataset file; recorded with the task's scripted expert if it is missing and the task
-    is from the tabletop suite (otherwise a missing file is an error)."""
-    path = Path(dataset["path"])
-    env_args = task.get("env_args") or {}
-    demos = task.get("demos") or {}
-    after = int(demos.get("steps_after_success") or 0)
-    noise = float(demos.get("action_noise") or 0.0)
-    if path.exists():
-        _check_recording(path, {"steps_after_success": after, "action_noise": noise})
-        return path
+    is from the tabletop suite or robosuite (otherwise a missing file is an error). Concurrent
+    runs record it once (:func:`one_builder`)."""
     from envs.robosuite.types import ROBOSUITE_TYPE
 
-    recordable = env_args.get("type") in (TABLETOP_TYPE, ROBOSUITE_TYPE)
+    path = Path(dataset["path"])
+    if path.exists():
+        return _recorded(path, task)
+    recordable = (task.get("env_args") or {}).get("type") in (TABLETOP_TYPE, ROBOSUITE_TYPE)
     if not recordable or not dataset.get("record_missing", True):
         raise StemobError(
             f"dataset {path} does not exist (option dataset.path); only tabletop and robosuite "
             "tasks with scripted experts record their demonstrations automatically"
         )
-    from envs.record import record, record_env_args
-
-    kwargs = env_args["env_kwargs"]
     path.parent.mkdir(parents=True, exist_ok=True)
+    with one_builder(path, "its demonstrations"):
+        if path.exists():  # another run recorded it while this one waited
+            return _recorded(path, task)
+        _record(path, task)
+    return path
+
+
+def _recording_options(task: Mapping[str, Any]) -> dict[str, Any]:
+    demos = task.get("demos") or {}
+    return {"steps_after_success": int(demos.get("steps_after_success") or 0),
+            "action_noise": float(demos.get("action_noise") or 0.0)}  # fmt: skip
+
+
+def _recorded(path: Path, task: Mapping[str, Any]) -> Path:
+    """``path`` after checking its recording options against ``task.demos``."""
+    _check_recording(path, _recording_options(task))
+    return path
+
+
+def _record(path: Path, task: Mapping[str, Any]) -> None:
+    """Record ``task.demos.episodes`` demonstrations of the task's scripted expert to ``path``."""
+    from envs.record import record, record_env_args
+    from envs.robosuite.types import ROBOSUITE_TYPE
+
+    env_args = task["env_args"]
+    demos = task.get("demos") or {}
+    episodes, seed = int(demos.get("episodes", 100)), int(demos.get("seed", 0))
+    options = _recording_options(task)
     if env_args["type"] == ROBOSUITE_TYPE:
-        print(
-            f"recording {demos.get('episodes', 100)} {env_args['env_name']} demonstrations to {path}"
-        )
-        record_env_args(
-            env_args, int(demos.get("episodes", 100)), path, seed=int(demos.get("seed", 0)),
-            steps_after_success=after, action_noise=noise,
-        )  # fmt: skip
-        return path
-    print(f"recording {demos.get('episodes', 100)} {kwargs['task']} demonstrations to {path}")
+        print(f"recording {episodes} {env_args['env_name']} demonstrations to {path}")
+        record_env_args(env_args, episodes, path, seed=seed, **options)
+        return
+    kwargs = env_args["env_kwargs"]
+    print(f"recording {episodes} {kwargs['task']} demonstrations to {path}")
     record(
-        kwargs["task"],
-        int(demos.get("episodes", 100)),
-        path,
-        perturbation=kwargs.get("perturbation"),
-        seed=int(demos.get("seed", 0)),
+        kwargs["task"], episodes, path, perturbation=kwargs.get("perturbation"), seed=seed,
         image_size=int(kwargs.get("image_size", 96)),
         cameras=tuple(kwargs.get("cameras", ("front", "wrist"))),
-        action_mode=kwargs.get("action_mode", "ee_delta"),
-        steps_after_success=after,
-        action_noise=noise,
-    )
-    return path
+        action_mode=kwargs.get("action_mode", "ee_delta"), **options,
+    )  # fmt: skip
 
 
 def ensure_genima_dataset(dataset: Mapping[str, Any], progress: bool = True) -> dict[str, Any]:
@@ -99,9 +138,11 @@ def ensure_genima_dataset(dataset: Mapping[str, Any], progress: bool = True) -> 
     if values.get("grid") is not None:
         values["grid"] = tuple(values["grid"])
     config = GenimaDatasetConfig(**values)
-    path = build_dataset(
-        dataset["path"], config, reader=dataset.get("reader", "auto"), progress=progress
-    )
+    source = Path(dataset["path"])
+    with one_builder(source.with_name(source.name + ".genima"), "its GENIMA dataset"):
+        path = build_dataset(
+            source, config, reader=dataset.get("reader", "auto"), progress=progress
+        )
     # the horizon stays known: the training evaluator draws the controller's oracle targets with it
     return {**dataset, "path": str(path), "reader": "robomimic", "genima": None,
             "genima_horizon": config.horizon}  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from stemob.training.prepare import (
     ensure_demonstrations,
     ensure_genima_dataset,
     inversion_settings,
+    one_builder,
 )
 from stemob.training.trainer import Evaluator, Trainer
 
@@ -121,7 +123,7 @@ def train(
     cache = None
     if settings is not None:
         from stemob.data.frames import frame_source
-        from stemob.inversion.dataset_cache import build_cache
+        from stemob.inversion.dataset_cache import build_cache, cache_path
 
         section = cfg["dataset"]
         keys = section.get("stemob_keys")
@@ -129,20 +131,20 @@ def train(
             inverse = {dst: src for src, dst in (section.get("key_map") or {}).items()}
             keys = [inverse.get(k, k) for k in keys]
         reader_kwargs = dict(section.get("reader_kwargs") or {})
-        caches = [
-            build_cache(
-                section["path"],
-                settings.draw(draw),
-                cache_dir=section.get("cache_dir"),
-                keys=keys,
-                store_latents=bool(section.get("stemob_latents", False)),
-                device="cpu" if accelerator.device.type == "cpu" else "auto",
-                frames=frame_source(
-                    section["path"], section.get("reader", "auto"), **reader_kwargs
-                ),
-            )
-            for draw in range(int(section.get("stemob_draws", 1)))
-        ]  # draw 0 is the usual cache; dataset.stemob_draws > 1 adds one cache per noise draw
+        single = accelerator.num_processes == 1  # under accelerate the processes share a build
+        caches = []
+        for draw in range(int(section.get("stemob_draws", 1))):
+            # draw 0 is the usual cache; dataset.stemob_draws > 1 adds one cache per noise draw
+            drawn = settings.draw(draw)
+            target = cache_path(section["path"], drawn, section.get("cache_dir"))
+            with one_builder(target, "this Stem-OB cache") if single else nullcontext():
+                caches.append(build_cache(
+                    section["path"], drawn, cache_dir=section.get("cache_dir"), keys=keys,
+                    store_latents=bool(section.get("stemob_latents", False)),
+                    device="cpu" if accelerator.device.type == "cpu" else "auto",
+                    frames=frame_source(section["path"], section.get("reader", "auto"),
+                                        **reader_kwargs),
+                ))  # fmt: skip
         cache = caches[0]
     dataset = build_dataset(cfg["dataset"], cfg["policy"], settings)
     torch.manual_seed(training.seed)  # identical initial weights on every process
