@@ -113,6 +113,32 @@ def test_oracle_draws_the_pose_the_expert_reaches_horizon_steps_later_and_restor
     env.close()
 
 
+def test_oracle_texture_background_shows_the_spheres_on_a_random_texture():
+    """``genima_oracle.background=texture``: the same spheres, the frame behind them replaced by a
+    texture (as in the controller's training inputs), the same one for the same reset seed."""
+    from stemob.evaluation.genima_oracle import OracleTargets
+
+    plain, _ = OracleTargets(_env(), horizon=5).reset(seed=3)
+    env = OracleTargets(_env(), horizon=5, background="texture")
+    obs, _ = env.reset(seed=3)
+    for cam in ("front", "wrist"):
+        spheres = np.any(plain[f"{cam}_target"] != plain[f"{cam}_image"], axis=-1)
+        assert spheres.any()
+        view = obs[f"{cam}_target"]
+        assert np.mean(view[~spheres] != obs[f"{cam}_image"][~spheres]) > 0.5  # the scene is gone
+    again, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(again["front_target"], obs["front_target"])
+    other, _ = env.reset(seed=4)
+    assert not np.array_equal(other["front_target"], obs["front_target"])
+    with pytest.raises(StemobError, match="genima_oracle.background: expected one of"):
+        OracleTargets(_env(), background="none")
+    from stemob.evaluation.suite import target_factory
+
+    factory = target_factory("unused", 20, None, 20, "texture")  # eval.py's genima_oracle section
+    assert factory.describe()["background"] == "texture"  # a resumed evaluation must match it
+    assert "background" not in target_factory("unused", 20, None, 20).describe()
+
+
 def test_oracle_refuses_an_end_effector_env():
     from stemob.evaluation.genima_oracle import OracleTargets
 

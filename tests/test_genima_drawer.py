@@ -12,7 +12,7 @@ import torch
 
 from stemob.errors import StemobError
 from stemob.genima.drawer import DrawerConfig, TargetDrawer
-from stemob.genima.spheres import centroids, score_frames
+from stemob.genima.spheres import centroids, score_frames, sphere_mask
 from stemob.genima.targets import JOINT_COLORS, OPEN_COLOR
 
 
@@ -117,6 +117,45 @@ def test_sphere_scoring_matches_moves_and_misses():
     score = score_frames(moved, target, obs, views=2, grid=(1, 2)).summary()
     assert score["spheres"] == 2 and score["median_px"] == pytest.approx(2.0)
     assert score["missed"] == 1 and score["false_spheres"] == 0
+
+
+class _ExactDrawer:
+    """A drawer that draws the ground truth (a test double for a trained TargetDrawer)."""
+
+    def __init__(self, target: np.ndarray) -> None:
+        self.target = target
+
+    def draw(self, tiled: np.ndarray, seed: int = 0) -> np.ndarray:
+        return self.target[None]
+
+
+def test_texture_background_keeps_the_found_spheres_on_a_random_texture():
+    """``background="texture"``: the painter finds the drawn spheres by colour and shows them on
+    a procedural texture (the controller's training inputs); the same seed, the same texture."""
+    from stemob.genima.agent import TargetPainter
+
+    obs, target = _frames(1)
+    mask = sphere_mask(target[0], obs[0])
+    np.testing.assert_array_equal(mask, np.any(target[0] != obs[0], axis=-1))
+    images = {"front_image": obs[0][:, :16], "wrist_image": obs[0][:, 16:]}
+    drawer = _ExactDrawer(target[0])
+    scene = TargetPainter(drawer, ["front", "wrist"], (1, 2)).paint(images)
+    np.testing.assert_array_equal(scene["front_target"], target[0][:, :16])  # GENIMA: as drawn
+    painter = TargetPainter(drawer, ["front", "wrist"], (1, 2), background="texture")
+    textured = painter.paint(images, seed=3)
+    for cam, view in textured.items():
+        drawn = scene[cam]
+        spheres = sphere_mask(drawn, images[cam.replace("_target", "_image")])
+        assert np.mean(view[~spheres] != drawn[~spheres]) > 0.5  # the scene is gone
+        moved = np.linalg.norm(view[spheres].astype(float) - drawn[spheres], axis=-1)
+        assert moved.max() <= 0.3 * np.sqrt(3) * 255 + 1  # spheres blended by alpha >= 0.7
+    again = painter.paint(images, seed=3)
+    np.testing.assert_array_equal(again["front_target"], textured["front_target"])
+    assert not np.array_equal(
+        painter.paint(images, seed=4)["front_target"], textured["front_target"]
+    )
+    with pytest.raises(StemobError, match="genima_agent.background: expected one of"):
+        TargetPainter(drawer, ["front"], (1, 1), background="black")
 
 
 def test_trainer_resumes_and_scores(tiny_uncond_model, tmp_path, one_torch_thread):

@@ -18,6 +18,12 @@ the frames only (``probability: 0.5``), for tasks where full jitter costs precis
 moves with the arm, so Colosseum's camera_pose (which moves the front and overhead cameras)
 cannot move its spheres; ``camera_jitter_wide`` is ``camera_jitter`` with twice the transformer
 width and keypoints per camera (does the jittered task need more capacity than the CPU trunk?).
+Evaluation variants reuse a trained variant's controller and change only what it is shown:
+``texture_background`` evaluates the ``plain`` controller with ``genima_oracle.background=texture``
+(the frame behind the spheres replaced by a random texture, as in its training inputs).
+
+The table's Gen mean is over every factor (``all`` included); "Gen (study)" leaves out
+``light_color`` and ``all``, as the robustness and GENIMA studies do.
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ VARIANTS["camera_jitter_wide"] = [
 ]  # fmt: skip
 
 
+EVAL_VARIANTS = {"texture_background": ("plain", ["genima_oracle.background=texture"])}
+"""name -> (the training variant whose controller it evaluates, eval.py overrides)."""
+STUDY_LEFT_OUT = ("light_color", "all")
+"""Factors the studies' Gen mean leaves out (results/robustness.md)."""
+
 STEPS = 6000
 
 
@@ -61,8 +72,17 @@ def run_dir(task: str, seed: int, variant: str = "plain", steps: int = STEPS) ->
     return ROOT / "outputs" / "genima" / f"controller_{task}{tag}_s{seed}"
 
 
+def _split(variant: str) -> tuple[str, list[str], str]:
+    """(training variant, eval.py overrides, evaluation folder name) of a variant."""
+    if variant in EVAL_VARIANTS:
+        trained, overrides = EVAL_VARIANTS[variant]
+        return trained, overrides, f"oracle_{variant}"
+    return variant, [], "oracle"
+
+
 def commands(task: str, seed: int, steps: int, threads: int, variant: str) -> list[list[str]]:
-    run = run_dir(task, seed, variant, steps)
+    trained, eval_overrides, folder = _split(variant)
+    run = run_dir(task, seed, trained, steps)
     train = [
         sys.executable, "train.py", f"task={task}_joint", "dataset=genima",
         "policy=genima_controller", "stemob=none", f"training.steps={steps}",
@@ -72,7 +92,7 @@ def commands(task: str, seed: int, steps: int, threads: int, variant: str) -> li
     evaluate = [
         sys.executable, "eval.py", f"checkpoint={run}", "genima_oracle.horizon=20",
         f"benchmark={BENCHMARKS[task]}", f"episodes={EPISODES}", "envs=4", "videos=1",
-        f"threads={threads}", "logger.name=none", f"output_dir={run / 'oracle'}",
+        f"threads={threads}", "logger.name=none", f"output_dir={run / folder}", *eval_overrides,
     ]  # fmt: skip
     return [train, evaluate]
 
@@ -88,9 +108,10 @@ def run(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rows, factors = [], None
-    for variant in VARIANTS:
+    for variant in [*VARIANTS, *EVAL_VARIANTS]:
+        trained, _, folder = _split(variant)
         for task in TASKS:
-            path = run_dir(task, args.seed, variant, args.steps) / "oracle" / "results.json"
+            path = run_dir(task, args.seed, trained, args.steps) / folder / "results.json"
             tag = ("" if variant == "plain" else f"_{variant}") + (
                 "" if args.steps == STEPS else f"_{args.steps}steps"
             )
@@ -105,19 +126,23 @@ def report(args: argparse.Namespace) -> None:
             names = [n for n in data["factors"] if n != data["train_factor"]]
             factors = names if factors is None or len(names) > len(factors) else factors
     factors = factors or []
-    head = "| task | variant | clean | Gen mean (s.e.) | " + " | ".join(factors) + " |"
-    lines = [head, "|" + "---|" * (4 + len(factors))]
+    head = ("| task | variant | clean | Gen mean (s.e.) | Gen (study) | "
+            + " | ".join(factors) + " |")  # fmt: skip
+    lines = [head, "|" + "---|" * (5 + len(factors))]
     for task, variant, data in rows:
         if data is None:
-            lines.append(f"| `{task}` | {variant} | (not run) |" + " |" * (1 + len(factors)))
+            lines.append(f"| `{task}` | {variant} | (not run) |" + " |" * (2 + len(factors)))
             continue
         got = data["factors"]
         clean = got[data["train_factor"]]
         gen = data["mean_over_perturbations"]
         cells = [f"{100 * got[f]['rate']:.0f}" if f in got else "n/a" for f in factors]
+        study = [got[f]["rate"] for f in factors if f in got and f not in STUDY_LEFT_OUT]
         lines.append(
             f"| `{task}` | {variant} | **{100 * clean['rate']:.0f}** ({clean['successes']}/{clean['completed']}) | "
-            f"**{100 * gen['rate']:.1f}** ({100 * gen['stderr']:.1f}) | " + " | ".join(cells) + " |"
+            f"**{100 * gen['rate']:.1f}** ({100 * gen['stderr']:.1f}) | {100 * sum(study) / len(study):.1f} | "
+            + " | ".join(cells)
+            + " |"
         )
     (OUT / "controller_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -133,7 +158,7 @@ def main() -> None:
         if name == "run":
             p.add_argument("--only", nargs="+", choices=TASKS)
             p.add_argument("--threads", type=int, default=1)
-            p.add_argument("--variant", choices=list(VARIANTS), default="plain")
+            p.add_argument("--variant", choices=[*VARIANTS, *EVAL_VARIANTS], default="plain")
     args = parser.parse_args()
     (run if args.command == "run" else report)(args)
 

@@ -8,6 +8,8 @@ controller (``policy=genima_controller``) then runs its 20-step chunk open loop.
 the last targets are returned. ``python eval.py checkpoint=<controller>
 genima_agent.drawer=<drawer run> genima_agent.horizon=20`` turns it on; compare with
 ``genima_oracle.horizon=20`` (the expert's own targets) to separate the two stages.
+``genima_agent.background=texture`` shows the controller the drawn spheres on a random texture
+(:class:`stemob.genima.agent.TargetPainter`).
 """
 
 from __future__ import annotations
@@ -80,11 +82,12 @@ class DrawnEnvFactory:
 
     drawer: str
     horizon: int = 20
+    background: str = "scene"
 
     def __call__(self, env_args: Any, perturbation: Any) -> DrawnTargets:
         from stemob.evaluation.rollout import default_env_factory
 
-        painter = TargetPainter.load(self.drawer)
+        painter = TargetPainter.load(self.drawer, background=self.background)
         return DrawnTargets(default_env_factory(env_args, perturbation), painter, self.horizon)
 
     def describe(self) -> dict[str, Any]:
@@ -94,5 +97,6 @@ class DrawnEnvFactory:
         digest = hashlib.sha256()
         for path in sorted((drawer_checkpoint(self.drawer) / "denoiser").glob("*")):
             digest.update(path.read_bytes())
-        return {"drawer": str(self.drawer), "weights": digest.hexdigest()[:16],
-                "horizon": self.horizon}  # fmt: skip
+        out = {"drawer": str(self.drawer), "weights": digest.hexdigest()[:16],
+               "horizon": self.horizon}  # fmt: skip
+        return out if self.background == "scene" else {**out, "background": self.background}

@@ -11,7 +11,8 @@ genima_oracle.horizon=20`` turns it on (tabletop suite).
 Targets are redrawn every ``horizon`` steps (the controller's execution horizon); the expert that
 looks ahead is the one that looked ahead last time, advanced by those steps, so its state machine
 follows the episode. Between decisions the last targets are returned (the controller executes its
-chunk without looking).
+chunk without looking). ``background="texture"`` (``genima_oracle.background``) puts the spheres
+on a random texture instead of the frame, as in the controller's training inputs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from stemob.errors import StemobError
+from stemob.genima.dataset import check_background, on_random_texture
 from stemob.genima.targets import TargetStyle, draw_spheres, target_spheres
 
 
@@ -41,7 +43,13 @@ class OracleTargets(gym.Wrapper):
     """Adds ``<cam>_target``: the camera's frame with the expert's pose ``horizon`` steps ahead
     drawn as GENIMA's spheres (a tabletop env in ``joint_position`` action mode)."""
 
-    def __init__(self, env: gym.Env, horizon: int = 20, style: TargetStyle | None = None) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        horizon: int = 20,
+        style: TargetStyle | None = None,
+        background: str = "scene",
+    ) -> None:
         super().__init__(env)
         base = env.unwrapped
         if not hasattr(base, "task") or not hasattr(base.task, "make_expert"):
@@ -57,6 +65,8 @@ class OracleTargets(gym.Wrapper):
             raise StemobError(f"genima_oracle.horizon must be a positive integer, got {horizon!r}")
         self.horizon = horizon
         self.style = style or TargetStyle()
+        self.background = check_background(background, "genima_oracle.background")
+        self._seed_base, self._draws = 0, 0
         self.cameras = list(base.cameras)
         spaces = dict(env.observation_space.spaces)
         for cam in self.cameras:
@@ -72,7 +82,8 @@ class OracleTargets(gym.Wrapper):
         base = self.env.unwrapped
         self._expert = base.task.make_expert(base)
         obs, info = self.env.reset(**kwargs)
-        self._since = 0
+        self._since, self._draws = 0, 0
+        self._seed_base = int(kwargs.get("seed") or 0)
         return self._observe(obs, info, refresh=True), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -114,7 +125,7 @@ class OracleTargets(gym.Wrapper):
             cameras = info.get("cameras") or {
                 c: self.env.unwrapped.camera_params(c) for c in self.cameras
             }
-            for cam in self.cameras:
+            for index, cam in enumerate(self.cameras):
                 spheres = target_spheres(
                     pose["gripper_world_pos"],
                     float(pose["gripper_open"][0]),
@@ -123,10 +134,14 @@ class OracleTargets(gym.Wrapper):
                     self.style,
                 )
                 params = cameras[cam]
-                image, _ = draw_spheres(
+                image, mask = draw_spheres(
                     obs[f"{cam}_image"], spheres, params["intrinsics"], params["extrinsics"]
                 )
+                if self.background == "texture":  # the same texture per (episode, drawing, view)
+                    seed = (1000 * self._seed_base + self._draws) * 16 + index
+                    image = on_random_texture(image, mask, seed)
                 self._targets[f"{cam}_target"] = image
+            self._draws += 1
         out.update(self._targets)
         return out
 
@@ -138,12 +153,16 @@ class OracleEnvFactory:
 
     horizon: int = 20
     style: TargetStyle = field(default_factory=TargetStyle)
+    background: str = "scene"
 
     def __call__(self, env_args: Mapping[str, Any], perturbation: Any) -> OracleTargets:
         from stemob.evaluation.rollout import default_env_factory
 
-        return OracleTargets(default_env_factory(env_args, perturbation), self.horizon, self.style)
+        env = default_env_factory(env_args, perturbation)
+        return OracleTargets(env, self.horizon, self.style, self.background)
 
     def describe(self) -> dict[str, Any]:
-        """What a resumed evaluation must match."""
-        return {"horizon": self.horizon, "style": repr(self.style)}
+        """What a resumed evaluation must match (the background only when it is not the scene,
+        so evaluations from before the option resume)."""
+        out = {"horizon": self.horizon, "style": repr(self.style)}
+        return out if self.background == "scene" else {**out, "background": self.background}

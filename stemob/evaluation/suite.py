@@ -63,16 +63,21 @@ def genima_horizon(dataset: Mapping[str, Any]) -> int | None:
 
 
 def target_factory(
-    checkpoint: str | Path, oracle_horizon: int | None, drawer: str | None, horizon: int
+    checkpoint: str | Path,
+    oracle_horizon: int | None,
+    drawer: str | None,
+    horizon: int,
+    background: str = "scene",
 ) -> Any:
     """Where a GENIMA controller's ``<cam>_target`` images come from: the expert's pose
     ``oracle_horizon`` steps ahead, the drawer run ``drawer``, or by default the drawer of the
     GENIMA run ``checkpoint`` belongs to (``train.py policy=genima``); ``None`` for other
-    policies (the env's own observations)."""
+    policies (the env's own observations). ``background``: what the controller sees behind the
+    spheres (``scene`` or ``texture``)."""
     if oracle_horizon:
         from stemob.evaluation.genima_oracle import OracleEnvFactory
 
-        return OracleEnvFactory(int(oracle_horizon))
+        return OracleEnvFactory(int(oracle_horizon), background=background)
     if not drawer:
         from stemob.genima.agent import run_drawer
 
@@ -83,7 +88,7 @@ def target_factory(
         drawer = str(found)
     from stemob.evaluation.genima_drawn import DrawnEnvFactory
 
-    return DrawnEnvFactory(str(drawer), int(horizon))
+    return DrawnEnvFactory(str(drawer), int(horizon), background)
 
 
 def make_evaluator(cfg: Mapping[str, Any]) -> Any:
@@ -313,8 +318,11 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
     try:
         for (name, folder), checkpoint in zip(policies.items(), checkpoints, strict=True):
             policy = load_policy(folder, cfg.get("device", "cpu"), overrides)
-            factory = target_factory(checkpoint, oracle.get("horizon"), agent.get("drawer"),
-                                     int(agent.get("horizon") or 20))  # fmt: skip
+            factory = target_factory(
+                checkpoint, oracle.get("horizon"), agent.get("drawer"),
+                int(agent.get("horizon") or 20),
+                (oracle if oracle.get("horizon") else agent).get("background") or "scene",
+            )  # fmt: skip
             run_options = {**options, "env_factory": factory} if factory else dict(options)
             if name in single_draw:  # its key then equals a plain evaluation's (resumable)
                 del run_options["test_draws"]

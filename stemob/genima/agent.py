@@ -5,7 +5,9 @@ diffusion agent in ``<run>/drawer`` (a ``stemob-genima-drawer`` run: ``latest/``
 and ``train_state.pt``). :class:`TargetPainter` is the step both the evaluation wrapper
 (``stemob.evaluation.genima_drawn``) and the real-robot ``PolicyRunner`` take at every decision:
 tile the camera images as the drawer's GENIMA dataset did, draw the target spheres on them, and
-hand each view back as ``<cam>_target``.
+hand each view back as ``<cam>_target``; with ``background="texture"`` the spheres it finds in
+each drawing (by colour, :func:`stemob.genima.spheres.sphere_mask`) are put on a random texture,
+as in the controller's training inputs.
 """
 
 from __future__ import annotations
@@ -96,25 +98,35 @@ class TargetPainter:
     the time of each drawing."""
 
     def __init__(
-        self, drawer: Any, cameras: list[str], grid: tuple[int, int], seed: int = 0
+        self,
+        drawer: Any,
+        cameras: list[str],
+        grid: tuple[int, int],
+        seed: int = 0,
+        background: str = "scene",
     ) -> None:
+        from stemob.genima.dataset import check_background
+
         self.drawer, self.cameras, self.grid, self.seed = (
             drawer,
             list(cameras),
             tuple(grid),
             int(seed),
         )
+        self.background = check_background(background, "genima_agent.background")
         self.drawing_ms: list[float] = []
 
     @classmethod
-    def load(cls, drawer_dir: str | Path, seed: int = 0) -> TargetPainter:
+    def load(
+        cls, drawer_dir: str | Path, seed: int = 0, background: str = "scene"
+    ) -> TargetPainter:
         """The painter of a ``stemob-genima-drawer`` run folder (in eval mode)."""
         from stemob.genima.drawer import TargetDrawer
 
         cameras, grid = drawer_layout(drawer_dir)
         drawer = TargetDrawer.load(drawer_checkpoint(drawer_dir))
         drawer.denoiser.eval()
-        return cls(drawer, cameras, grid, seed)
+        return cls(drawer, cameras, grid, seed, background)
 
     @property
     def image_keys(self) -> list[str]:
@@ -134,4 +146,12 @@ class TargetPainter:
         drawn = self.drawer.draw(tiled[None], seed=self.seed + int(seed))[0]
         self.drawing_ms.append(1000 * (time.perf_counter() - started))
         views = untile(drawn, len(self.cameras), self.grid)
+        if self.background == "texture":
+            from stemob.genima.dataset import on_random_texture
+            from stemob.genima.spheres import sphere_mask
+
+            views = [
+                on_random_texture(v, sphere_mask(v, images[key]), (self.seed + seed) * 16 + i)
+                for i, (v, key) in enumerate(zip(views, self.image_keys, strict=True))
+            ]
         return {f"{c}_target": v for c, v in zip(self.cameras, views, strict=True)}

@@ -244,6 +244,28 @@ def procedural_texture(rng: np.random.Generator, height: int, width: int) -> np.
     return np.where(band[..., None] == 1, a, b).astype(np.uint8)
 
 
+BACKGROUNDS = ("scene", "texture")
+"""What a GENIMA controller sees behind the spheres at test time: the scene as drawn (GENIMA)
+or a random texture, as in its training inputs (:func:`on_random_texture`)."""
+
+
+def check_background(value: Any, option: str) -> str:
+    """``value`` if it is one of :data:`BACKGROUNDS`, else one error naming ``option``."""
+    if value not in BACKGROUNDS:
+        raise StemobError(f"{option}: expected one of {list(BACKGROUNDS)}, got {value!r}")
+    return str(value)
+
+
+def on_random_texture(
+    drawn: np.ndarray, mask: np.ndarray, seed: int, alpha_min: float = 0.7
+) -> np.ndarray:
+    """The spheres of ``drawn`` (pixels ``mask``) on a procedural texture, blended as in the
+    controller's training inputs: the scene behind them is gone (``background=texture``)."""
+    rng = np.random.default_rng(seed)
+    texture = procedural_texture(rng, drawn.shape[0], drawn.shape[1])
+    return random_background(drawn, mask, texture, rng, alpha_min)
+
+
 class _Textures:
     """Backgrounds from a folder of images (resized), or procedural ones."""
 

@@ -23,6 +23,19 @@ COLORS: dict[str, tuple[int, int, int]] = {
 """Sphere name -> colour."""
 
 
+def _color_masks(
+    image: np.ndarray, observation: np.ndarray, tolerance: float, changed: float
+) -> dict[str, np.ndarray]:
+    """Per sphere colour, the pixels of ``image`` within ``tolerance`` of it that differ from
+    ``observation`` by more than ``changed``."""
+    img = image.astype(np.float32)
+    moved = np.linalg.norm(img - observation.astype(np.float32), axis=-1) > changed
+    return {
+        name: moved & (np.linalg.norm(img - np.asarray(color, np.float32), axis=-1) <= tolerance)
+        for name, color in COLORS.items()
+    }
+
+
 def centroids(
     image: np.ndarray,
     observation: np.ndarray,
@@ -32,15 +45,21 @@ def centroids(
 ) -> dict[str, tuple[float, float]]:
     """Pixel centroids (x, y) of every sphere colour found in ``image`` (H, W, 3) that is not in
     ``observation``; ``tolerance=0`` asks for the exact colour (ground truth)."""
-    img = image.astype(np.float32)
-    moved = np.linalg.norm(img - observation.astype(np.float32), axis=-1) > changed
     out = {}
-    for name, color in COLORS.items():
-        near = np.linalg.norm(img - np.asarray(color, np.float32), axis=-1) <= tolerance
-        ys, xs = np.nonzero(near & moved)
+    for name, near in _color_masks(image, observation, tolerance, changed).items():
+        ys, xs = np.nonzero(near)
         if len(xs) >= min_pixels:
             out[name] = (float(xs.mean() + 0.5), float(ys.mean() + 0.5))
     return out
+
+
+def sphere_mask(
+    image: np.ndarray, observation: np.ndarray, tolerance: float = 60.0, changed: float = 30.0
+) -> np.ndarray:
+    """(H, W) bool: the pixels of a drawn target ``image`` that :func:`centroids` counts as a
+    sphere (a sphere colour, changed from ``observation``)."""
+    masks = _color_masks(image, observation, tolerance, changed)
+    return np.logical_or.reduce(list(masks.values()))
 
 
 @dataclass
