@@ -104,6 +104,12 @@ ACT rows (2500 steps) test on a second task the one recipe that beat its own `or
 ACT + Stem-OB."""
 
 
+ACT_BASELINES = ("aug", "ro")
+"""Beyond the protocol (lift_cube seed 0, run last): ACT with the two augmentation baselines that
+helped Diffusion Policy most, so that ACT + Stem-OB's gain over ACT `org` is measured against
+augmentation on the same ACT, not only against Diffusion Policy's baselines."""
+
+
 class Deferred(Exception):
     """The row needs the chosen k and the sweep is not finished."""
 
@@ -183,7 +189,8 @@ def rows() -> list[Row]:
     """Every row of the CPU-scale protocol, in the order they are run: the k sweep (with the
     first `org` row and its blind check in the middle, so that a short session has a baseline),
     then the seed-0 rows of every method (lift_cube's, its extras, put_in_bowl's), then ACT
-    (:data:`ACT_SEEDS` seeds), then the other seeds, then :data:`EXTRA_SEEDS`."""
+    (:data:`ACT_SEEDS` seeds), then the other seeds, then :data:`EXTRA_SEEDS`, then
+    :data:`ACT_BASELINES`."""
     sweep = [
         Row(f"lift_cube/sweep_k{k}/seed0", "lift_cube",
             _dp("stemob=ddpm", f"stemob.inversion_steps={k}", "obs_aug=none", "training.seed=0"),
@@ -213,6 +220,12 @@ def rows() -> list[Row]:
         Row(f"lift_cube/{m}/seed0", "lift_cube", _dp(*overrides, "training.seed=0"), kind="extra")
         for m, overrides in EXTRAS.items()
     ]  # fmt: skip
+    act_baselines = [
+        Row(f"lift_cube/act_{m}/seed0", "lift_cube",
+            ["policy=act_small", *METHODS[m], f"training.steps={ACT_STEPS}", "training.seed=0"],
+            kind="extra")
+        for m in ACT_BASELINES
+    ]  # fmt: skip
     checks = [
         Row(f"{key}/seed{seed}", key.split("/")[0],
             _dp(*{**METHODS, **EXTRAS}[key.split("/")[1]], f"training.seed={seed}"), kind="extra")
@@ -223,7 +236,8 @@ def rows() -> list[Row]:
     lift0 = [r for r in seed0 if r.task == "lift_cube"]
     others0 = [r for r in seed0 if r.task != "lift_cube"]
     later = [r for r in main.values() if not r.name.endswith("seed0")]
-    return [*sweep[:3], *first, *sweep[3:], *lift0, *extras, *others0, *act, *later, *checks]
+    return [*sweep[:3], *first, *sweep[3:], *lift0, *extras, *others0, *act, *later, *checks,
+            *act_baselines]  # fmt: skip
 
 
 def load_record(row: Row) -> dict | None:
