@@ -3,7 +3,7 @@
     python tools/robustness.py plan                 # every row, its state and the commands
     python tools/robustness.py run                  # run the missing rows in order (resumable)
     python tools/robustness.py run --threads 1 &    # twice on 2 cores: two lanes share the rows
-    python tools/robustness.py run --only lift_cube/org   # rows whose name starts with this
+    python tools/robustness.py run --only lift_cube/org   # rows whose name starts with this (or these)
     python tools/robustness.py aggregate            # results/robustness.{md,json} + plots
     python tools/robustness.py figure               # results/robustness_inversions.png
 
@@ -730,11 +730,12 @@ def sub_study_command(args: argparse.Namespace, selected: list[Row], report: Any
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("plan", "run", "aggregate", "figure"))
-    parser.add_argument("--only", default="", help="run only rows whose name starts with this")
+    parser.add_argument("--only", nargs="+", default=[""],
+                        help="run only rows whose name starts with one of these")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0,
                         help="torch / OpenMP / llvmpipe threads per job (0: defaults)")  # fmt: skip
     args = parser.parse_args(argv)
-    selected = [r for r in rows() if r.name.startswith(args.only)]
+    selected = [r for r in rows() if any(r.name.startswith(o) for o in args.only)]
     if args.action == "plan":
         for row in selected:
             state = "done" if load_record(row) else "todo"
