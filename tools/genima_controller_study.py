@@ -87,7 +87,7 @@ def commands(task: str, seed: int, steps: int, threads: int, variant: str) -> li
         sys.executable, "train.py", f"task={task}_joint", "dataset=genima",
         "policy=genima_controller", "stemob=none", f"training.steps={steps}",
         f"training.seed={seed}", f"training.threads={threads}", "evaluation.enabled=false",
-        "logger=none", f"run_dir={run}", "resume=true", *VARIANTS[variant],
+        "logger=none", f"run_dir={run}", "resume=true", *VARIANTS[trained],
     ]  # fmt: skip
     evaluate = [
         sys.executable, "eval.py", f"checkpoint={run}", "genima_oracle.horizon=20",
