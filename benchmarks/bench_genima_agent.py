@@ -7,7 +7,9 @@ step time on cached latents.
         [--repeats 20] [--out benchmarks/results/genima_agent.json]
 
 Frames come from the drawer's GENIMA dataset (held-out demo). Medians over the repeats after two
-warm-up calls; torch threads as set by ``--threads``.
+warm-up calls; torch threads as set by ``--threads``. ``texture_view_ms``: what
+``genima_agent.background=texture`` adds per decision (finding the drawn spheres by colour and
+putting them on a random texture, every view).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def main() -> None:
 
     from stemob.deploy import PolicyRunner
     from stemob.evaluation.genima_drawn import drawer_layout
+    from stemob.genima.dataset import on_random_texture
     from stemob.genima.drawer import TargetDrawer
+    from stemob.genima.spheres import sphere_mask
     from stemob.genima.targets import untile
 
     cameras, grid = drawer_layout(args.drawer)
@@ -45,6 +49,8 @@ def main() -> None:
     with h5py.File(state["settings"]["dataset"], "r") as h5:
         demo = h5["data"][sorted(h5["data"].keys())[-1]]["obs"]
         tiled = demo["tiled_rgb"][:1]
+        views = untile(demo["tiled_rgb"][0], len(cameras), grid)
+        drawn_views = untile(demo["tiled_target"][0], len(cameras), grid)
         proprio = {k: demo[k][0] for k in ("joint_positions", "gripper_open")}
         clean, cond = (
             drawer.encode(demo["tiled_target"][:16]),
@@ -63,6 +69,12 @@ def main() -> None:
         runner.act(obs, proprio)
         return middle - started, time.perf_counter() - middle
 
+    def texture_view() -> float:
+        started = time.perf_counter()
+        for i, (drawn, seen) in enumerate(zip(drawn_views, views, strict=True)):
+            on_random_texture(drawn, sphere_mask(drawn, seen), i)
+        return time.perf_counter() - started
+
     optimizer = torch.optim.AdamW(drawer.trainable(), lr=1e-5)
 
     def train_step() -> float:
@@ -78,10 +90,12 @@ def main() -> None:
         train_step()
     times = [decide() for _ in range(args.repeats)]
     steps = [train_step() for _ in range(args.repeats)]
+    textures = [texture_view() for _ in range(args.repeats)]
     result = {
         "drawer_ms": 1000 * statistics.median(t[0] for t in times),
         "controller_ms": 1000 * statistics.median(t[1] for t in times),
         "decision_ms": 1000 * statistics.median(sum(t) for t in times),
+        "texture_view_ms": 1000 * statistics.median(textures),
         "num_inference_steps": drawer.config.num_inference_steps,
         "tiled_frame": list(tiled.shape[1:]),
         "drawer_train_step_ms_batch16": 1000 * statistics.median(steps),
