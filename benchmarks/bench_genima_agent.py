@@ -72,7 +72,7 @@ def main() -> None:
     def texture_view() -> float:
         started = time.perf_counter()
         for i, (drawn, seen) in enumerate(zip(drawn_views, views, strict=True)):
-            on_random_texture(drawn, sphere_mask(drawn, seen), i)
+            on_random_texture(drawn, sphere_mask(drawn, seen), 0, view=i)
         return time.perf_counter() - started
 
     optimizer = torch.optim.AdamW(drawer.trainable(), lr=1e-5)

@@ -358,7 +358,10 @@ class PolicyRunner:
         if self.painter is None:
             return images
         if draw or not self._targets:  # the same noise per (episode, drawing), as in eval.py
-            self._targets = self.painter.paint(images, seed=1000 * self.episode + self._drawings)
+            from stemob.genima.agent import drawing_seed
+
+            seed = drawing_seed(self.episode, self._drawings)
+            self._targets = self.painter.paint(images, seed=seed)
             self._drawings += 1
         return {**images, **self._targets}
 

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from stemob.errors import StemobError
-from stemob.genima.agent import TargetPainter, drawer_checkpoint, drawer_layout
+from stemob.genima.agent import TargetPainter, drawer_checkpoint, drawer_layout, drawing_seed
 
 __all__ = ["DrawnEnvFactory", "DrawnTargets", "drawer_layout"]
 
@@ -71,7 +71,7 @@ class DrawnTargets(gym.Wrapper):
 
     def _observe(self, obs: dict[str, np.ndarray], refresh: bool) -> dict[str, np.ndarray]:
         if refresh or not self._targets:  # the same noise per (episode seed, drawing)
-            self._targets = self.painter.paint(obs, seed=1000 * self._seed_base + self._draws)
+            self._targets = self.painter.paint(obs, seed=drawing_seed(self._seed_base, self._draws))
             self._draws += 1
         return {**obs, **self._targets}
 

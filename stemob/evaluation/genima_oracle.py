@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from stemob.errors import StemobError
+from stemob.genima.agent import drawing_seed
 from stemob.genima.dataset import check_background, on_random_texture
 from stemob.genima.targets import TargetStyle, draw_spheres, target_spheres
 
@@ -138,8 +139,8 @@ class OracleTargets(gym.Wrapper):
                     obs[f"{cam}_image"], spheres, params["intrinsics"], params["extrinsics"]
                 )
                 if self.background == "texture":  # the same texture per (episode, drawing, view)
-                    seed = (1000 * self._seed_base + self._draws) * 16 + index
-                    image = on_random_texture(image, mask, seed)
+                    seed = drawing_seed(self._seed_base, self._draws)
+                    image = on_random_texture(image, mask, seed, view=index)
                 self._targets[f"{cam}_target"] = image
             self._draws += 1
         out.update(self._targets)

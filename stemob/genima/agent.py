@@ -93,6 +93,12 @@ def drawer_layout(drawer_dir: str | Path) -> tuple[list[str], tuple[int, int]]:
     return list(layout["cameras"]), tuple(layout["grid"])
 
 
+def drawing_seed(episode: int, drawing: int) -> int:
+    """The noise seed of an episode's ``drawing``-th drawing (the same per episode seed and
+    drawing in evaluation and on a robot)."""
+    return 1000 * int(episode) + int(drawing)
+
+
 class TargetPainter:
     """Draws ``<cam>_target`` from ``<cam>_image`` with a trained drawer; ``drawing_ms`` collects
     the time of each drawing."""
@@ -151,7 +157,7 @@ class TargetPainter:
             from stemob.genima.spheres import sphere_mask
 
             views = [
-                on_random_texture(v, sphere_mask(v, images[key]), (self.seed + seed) * 16 + i)
+                on_random_texture(v, sphere_mask(v, images[key]), self.seed + seed, view=i)
                 for i, (v, key) in enumerate(zip(views, self.image_keys, strict=True))
             ]
         return {f"{c}_target": v for c, v in zip(self.cameras, views, strict=True)}

@@ -257,11 +257,12 @@ def check_background(value: Any, option: str) -> str:
 
 
 def on_random_texture(
-    drawn: np.ndarray, mask: np.ndarray, seed: int, alpha_min: float = 0.7
+    drawn: np.ndarray, mask: np.ndarray, seed: int, view: int = 0, alpha_min: float = 0.7
 ) -> np.ndarray:
     """The spheres of ``drawn`` (pixels ``mask``) on a procedural texture, blended as in the
-    controller's training inputs: the scene behind them is gone (``background=texture``)."""
-    rng = np.random.default_rng(seed)
+    controller's training inputs: the scene behind them is gone (``background=texture``). The
+    texture is seeded by the drawing's ``seed`` and the ``view``'s index (up to 16 views)."""
+    rng = np.random.default_rng(seed * 16 + view)
     texture = procedural_texture(rng, drawn.shape[0], drawn.shape[1])
     return random_background(drawn, mask, texture, rng, alpha_min)
 

@@ -128,7 +128,7 @@ def ensure_genima_dataset(dataset: Mapping[str, Any], progress: bool = True) -> 
     section = dataset.get("genima")
     if not section:
         return dict(dataset)
-    from stemob.genima.dataset import GenimaDatasetConfig, build_dataset
+    from stemob.genima.dataset import GenimaDatasetConfig, build_dataset, output_path
 
     known = {f.name for f in dataclasses.fields(GenimaDatasetConfig)} - {"style"}
     unknown = sorted(set(section) - known)
@@ -139,7 +139,7 @@ def ensure_genima_dataset(dataset: Mapping[str, Any], progress: bool = True) -> 
         values["grid"] = tuple(values["grid"])
     config = GenimaDatasetConfig(**values)
     source = Path(dataset["path"])
-    with one_builder(source.with_name(source.name + ".genima"), "its GENIMA dataset"):
+    with one_builder(output_path(source, config), "this GENIMA dataset"):
         path = build_dataset(
             source, config, reader=dataset.get("reader", "auto"), progress=progress
         )
