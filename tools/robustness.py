@@ -73,6 +73,7 @@ EXTRAS = {
     "stemob_draws4": [
         "stemob=ddpm", f"stemob.inversion_steps={K}", "obs_aug=none", "dataset.stemob_draws=4",
     ],
+    "stemob_ro": ["stemob=ddpm", f"stemob.inversion_steps={K}", "obs_aug=ro"],
 }  # fmt: skip
 """Beyond the issue's protocol (lift_cube seed 0 only): Stem-OB plus `aug`'s crop and colour
 jitter, since inversion with the embedded prior keeps global colour shifts (see the findings);
@@ -80,7 +81,9 @@ Stem-OB inverting at 48 px, where the prior's 4x VAE gives the 12x12 latent grid
 Diffusion's 8x VAE gives a 96 px frame (coarser noise, larger regions merged); and the policy
 reading the inverted latents instead of the decoded frames (their own cache, built with
 latents); and four noise draws per training frame (`dataset.stemob_draws=4`, four caches), so
-the policy cannot memorise one fixed draw that it never sees again at test time."""
+the policy cannot memorise one fixed draw that it never sees again at test time; and Stem-OB on
+top of random overlay (the overlay blended on the inverted training frames), the best baseline
+and the inversion as one recipe."""
 
 
 EXTRA_SEEDS = {"put_in_bowl/ro": [1], "lift_cube/stemob_draws4": [1, 2]}

@@ -14,6 +14,7 @@ genima_agent.drawer=<drawer run> genima_agent.horizon=20`` turns it on; compare 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,59 +22,35 @@ import gymnasium as gym
 import numpy as np
 
 from stemob.errors import StemobError
-from stemob.genima.agent import TargetPainter, drawer_checkpoint, drawer_layout, drawing_seed
+from stemob.evaluation.genima_targets import TargetSchedule
+from stemob.genima.agent import TargetPainter, drawer_checkpoint, drawer_layout
 
 __all__ = ["DrawnEnvFactory", "DrawnTargets", "drawer_layout"]
 
 
-class DrawnTargets(gym.Wrapper):
+class DrawnTargets(TargetSchedule):
     """Adds ``<cam>_target``: the painter's targets on the current frames, redrawn every
     ``horizon`` steps (:class:`stemob.genima.agent.TargetPainter`; its ``drawing_ms`` times them)."""
 
     def __init__(self, env: gym.Env, painter: TargetPainter, horizon: int = 20) -> None:
-        super().__init__(env)
-        if not isinstance(horizon, int) or horizon < 1:
-            raise StemobError(f"genima_agent.horizon must be a positive integer, got {horizon!r}")
-        spaces = dict(env.observation_space.spaces)
+        spaces = env.observation_space.spaces
         missing = [k for k in painter.image_keys if k not in spaces]
         if missing:
             raise StemobError(
                 f"genima_agent: the drawer was trained on camera(s) {missing} that the env does not "
                 f"render (it has {sorted(k for k in spaces if k.endswith('_image'))})"
             )
-        for cam in painter.cameras:
-            spaces[f"{cam}_target"] = spaces[f"{cam}_image"]
-        self.observation_space = gym.spaces.Dict(spaces)
-        self.painter, self.horizon = painter, horizon
-        self._since, self._draws, self._seed_base = 0, 0, 0
-        self._targets: dict[str, np.ndarray] = {}
+        super().__init__(env, painter.cameras, horizon, "genima_agent")
+        self.painter = painter
 
     @property
     def drawing_ms(self) -> list[float]:
         return self.painter.drawing_ms
 
-    def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        obs, info = self.env.reset(**kwargs)
-        self._since, self._draws = 0, 0
-        self._seed_base = int(kwargs.get("seed") or 0)
-        return self._observe(obs, True), info
-
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._since += 1
-        return (
-            self._observe(obs, self._since % self.horizon == 0),
-            reward,
-            terminated,
-            truncated,
-            info,
-        )
-
-    def _observe(self, obs: dict[str, np.ndarray], refresh: bool) -> dict[str, np.ndarray]:
-        if refresh or not self._targets:  # the same noise per (episode seed, drawing)
-            self._targets = self.painter.paint(obs, seed=drawing_seed(self._seed_base, self._draws))
-            self._draws += 1
-        return {**obs, **self._targets}
+    def draw(
+        self, obs: Mapping[str, np.ndarray], info: Mapping[str, Any], seed: int
+    ) -> dict[str, np.ndarray]:  # the same noise per (episode seed, drawing)
+        return self.painter.paint(obs, seed=seed)
 
 
 @dataclass

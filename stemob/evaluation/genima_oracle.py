@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from stemob.errors import StemobError
-from stemob.genima.agent import drawing_seed
+from stemob.evaluation.genima_targets import TargetSchedule
 from stemob.genima.dataset import check_background, on_random_texture
 from stemob.genima.targets import TargetStyle, draw_spheres, target_spheres
 
@@ -40,7 +40,7 @@ def _clone_expert(expert: Any) -> Any:
     return clone
 
 
-class OracleTargets(gym.Wrapper):
+class OracleTargets(TargetSchedule):
     """Adds ``<cam>_target``: the camera's frame with the expert's pose ``horizon`` steps ahead
     drawn as GENIMA's spheres (a tabletop env in ``joint_position`` action mode)."""
 
@@ -51,7 +51,6 @@ class OracleTargets(gym.Wrapper):
         style: TargetStyle | None = None,
         background: str = "scene",
     ) -> None:
-        super().__init__(env)
         base = env.unwrapped
         if not hasattr(base, "task") or not hasattr(base.task, "make_expert"):
             raise StemobError(
@@ -62,36 +61,18 @@ class OracleTargets(gym.Wrapper):
                 "genima_oracle: the env must use action_mode=joint_position (GENIMA's controller "
                 f"outputs joint positions), got {getattr(base, 'action_mode', None)!r}"
             )
-        if not isinstance(horizon, int) or horizon < 1:
-            raise StemobError(f"genima_oracle.horizon must be a positive integer, got {horizon!r}")
-        self.horizon = horizon
+        self.cameras = list(base.cameras)
+        super().__init__(env, self.cameras, horizon, "genima_oracle")
         self.style = style or TargetStyle()
         self.background = check_background(background, "genima_oracle.background")
-        self._seed_base, self._draws = 0, 0
-        self.cameras = list(base.cameras)
-        spaces = dict(env.observation_space.spaces)
-        for cam in self.cameras:
-            spaces[f"{cam}_target"] = spaces[f"{cam}_image"]
-        self.observation_space = gym.spaces.Dict(spaces)
         self._expert: Any = None
-        self._since = 0
-        self._targets: dict[str, np.ndarray] = {}
         self.target_pose: dict[str, np.ndarray] = {}
         """The pose drawn in the current targets (see :meth:`_look`)."""
 
     def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         base = self.env.unwrapped
         self._expert = base.task.make_expert(base)
-        obs, info = self.env.reset(**kwargs)
-        self._since, self._draws = 0, 0
-        self._seed_base = int(kwargs.get("seed") or 0)
-        return self._observe(obs, info, refresh=True), info
-
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._since += 1
-        refresh = self._since % self.horizon == 0
-        return self._observe(obs, info, refresh), reward, terminated, truncated, info
+        return super().reset(**kwargs)
 
     def _look(self) -> tuple[dict[str, np.ndarray], Any]:
         """The expert's pose ``horizon`` steps ahead of the current state, which is restored
@@ -116,35 +97,31 @@ class OracleTargets(gym.Wrapper):
         }
         return pose, expert
 
-    def _observe(
-        self, obs: Mapping[str, np.ndarray], info: Mapping[str, Any], refresh: bool
+    def draw(
+        self, obs: Mapping[str, np.ndarray], info: Mapping[str, Any], seed: int
     ) -> dict[str, np.ndarray]:
-        out = dict(obs)
-        if refresh or not self._targets:
-            pose, self._expert = self._look()  # the episode advances as far before the next
-            self.target_pose = pose
-            cameras = info.get("cameras") or {
-                c: self.env.unwrapped.camera_params(c) for c in self.cameras
-            }
-            for index, cam in enumerate(self.cameras):
-                spheres = target_spheres(
-                    pose["gripper_world_pos"],
-                    float(pose["gripper_open"][0]),
-                    pose["joint_world_pos"],
-                    cam,
-                    self.style,
-                )
-                params = cameras[cam]
-                image, mask = draw_spheres(
-                    obs[f"{cam}_image"], spheres, params["intrinsics"], params["extrinsics"]
-                )
-                if self.background == "texture":  # the same texture per (episode, drawing, view)
-                    seed = drawing_seed(self._seed_base, self._draws)
-                    image = on_random_texture(image, mask, seed, view=index)
-                self._targets[f"{cam}_target"] = image
-            self._draws += 1
-        out.update(self._targets)
-        return out
+        pose, self._expert = self._look()  # the episode advances as far before the next
+        self.target_pose = pose
+        cameras = info.get("cameras") or {
+            c: self.env.unwrapped.camera_params(c) for c in self.cameras
+        }
+        targets = {}
+        for index, cam in enumerate(self.cameras):
+            spheres = target_spheres(
+                pose["gripper_world_pos"],
+                float(pose["gripper_open"][0]),
+                pose["joint_world_pos"],
+                cam,
+                self.style,
+            )
+            params = cameras[cam]
+            image, mask = draw_spheres(
+                obs[f"{cam}_image"], spheres, params["intrinsics"], params["extrinsics"]
+            )
+            if self.background == "texture":  # the same texture per (episode, drawing, view)
+                image = on_random_texture(image, mask, seed, view=index)
+            targets[f"{cam}_target"] = image
+        return targets
 
 
 @dataclass
