@@ -139,6 +139,25 @@ def test_oracle_texture_background_shows_the_spheres_on_a_random_texture():
     assert "background" not in target_factory("unused", 20, None, 20).describe()
 
 
+def test_the_controller_runs_as_many_actions_as_the_targets_horizon():
+    """Between drawings the controller executes ``horizon`` actions of its chunk: a shorter
+    horizon shortens the executed chunk (else redrawing would change nothing), a longer one than
+    the chunk is refused by name, an explicit ``n_action_steps`` override is kept."""
+    from stemob.evaluation.genima_drawn import DrawnEnvFactory
+    from stemob.evaluation.suite import chunk_overrides
+
+    config = _tiny_act().config  # chunks of 4, all executed
+    every = {h: DrawnEnvFactory("unused", horizon=h) for h in (3, 4, 5)}
+    assert chunk_overrides(config, {}, None, "genima_agent") == {}  # not a GENIMA evaluation
+    assert chunk_overrides(config, {}, every[4], "genima_agent") == {}  # already matching
+    assert chunk_overrides(config, {"inference_dtype": "float32"}, every[3], "genima_agent") == {
+        "inference_dtype": "float32", "n_action_steps": 3
+    }  # fmt: skip
+    assert chunk_overrides(config, {"n_action_steps": 2}, every[3], "x") == {"n_action_steps": 2}
+    with pytest.raises(StemobError, match=r"genima_agent.horizon=5: .* chunks of 4 actions"):
+        chunk_overrides(config, {}, every[5], "genima_agent")
+
+
 def test_oracle_refuses_an_end_effector_env():
     from stemob.evaluation.genima_oracle import OracleTargets
 

@@ -91,6 +91,33 @@ def target_factory(
     return DrawnEnvFactory(str(drawer), int(horizon), background)
 
 
+def chunk_overrides(
+    config: Any, overrides: Mapping[str, Any], factory: Any, option: str
+) -> dict[str, Any]:
+    """``overrides`` with a GENIMA controller's open-loop chunk set to the targets' horizon.
+
+    Between two drawings the controller (policy ``config``) must run exactly
+    ``factory.horizon`` actions of its chunk: more would act on stale targets, fewer would ask
+    for a new chunk on the same drawing. Unchanged without a target ``factory``, when the chunk
+    already matches or when ``overrides`` sets ``n_action_steps``; a horizon longer than the
+    chunks the controller predicts is refused (``option`` names the config section)."""
+    out = dict(overrides)
+    horizon = getattr(factory, "horizon", None)
+    if horizon is None or "n_action_steps" in out:
+        return out
+    longest = config.horizon - config.n_obs_steps + 1
+    if horizon > longest:
+        raise StemobError(
+            f"{option}.horizon={horizon}: the controller predicts chunks of {longest} actions, "
+            f"so its targets can be redrawn at most every {longest} steps"
+        )
+    if config.n_action_steps != horizon:
+        out["n_action_steps"] = int(horizon)
+        print(f"{option}: the controller runs {horizon} of its {longest} predicted actions "
+              f"between drawings (n_action_steps {config.n_action_steps} -> {horizon})")  # fmt: skip
+    return out
+
+
 def make_evaluator(cfg: Mapping[str, Any]) -> Any:
     """The evaluator of a training run: clean rollouts of the current EMA weights."""
     from stemob.evaluation.rollout import evaluate
@@ -317,12 +344,16 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
     named: dict[str, dict[str, FactorResult]] = {}
     try:
         for (name, folder), checkpoint in zip(policies.items(), checkpoints, strict=True):
-            policy = load_policy(folder, cfg.get("device", "cpu"), overrides)
             factory = target_factory(
                 checkpoint, oracle.get("horizon"), agent.get("drawer"),
                 int(agent.get("horizon") or 20),
                 (oracle if oracle.get("horizon") else agent).get("background") or "scene",
             )  # fmt: skip
+            policy = load_policy(folder, cfg.get("device", "cpu"), overrides)
+            option = "genima_oracle" if oracle.get("horizon") else "genima_agent"
+            policy_overrides = chunk_overrides(policy.config, overrides, factory, option)
+            if policy_overrides != overrides:  # the chunk to execute is an inference-only field
+                policy = load_policy(folder, cfg.get("device", "cpu"), policy_overrides)
             run_options = {**options, "env_factory": factory} if factory else dict(options)
             if name in single_draw:  # its key then equals a plain evaluation's (resumable)
                 del run_options["test_draws"]
@@ -350,11 +381,11 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
                 run_options,
                 env_args,
                 folder,
-                overrides,
+                policy_overrides,
             )
             if not main:  # the main rank holds the merged results and writes the reports
                 continue
-            meta = _report_meta(folder, policy, overrides)
+            meta = _report_meta(folder, policy, policy_overrides)
             if "test_draws" in run_options:
                 meta["test_draws"] = str(options["test_draws"])
             elif name in single_draw:
