@@ -482,6 +482,13 @@ def checkpoint_record(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+def checkpoint_config(path: str | os.PathLike) -> PolicyConfig:
+    """The saved config of a checkpoint, as its policy class builds it, without loading the
+    weights; ``path`` as for :func:`load_policy`."""
+    record = checkpoint_record(path)
+    return policy_class(record["policy"]).config_class.from_dict(record["config"])
+
+
 def load_policy(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",

@@ -298,7 +298,7 @@ def _single_draw_policies(policies: Mapping[str, Path], draws: int) -> dict[str,
 
 def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
     """eval.py: one checkpoint (a report) or several (a report each plus a comparison)."""
-    from policies.base import load_policy
+    from policies.base import checkpoint_config, load_policy
     from stemob.evaluation.report import write_comparison, write_report
     from stemob.training.checkpoints import resolve_policy_dir
 
@@ -349,11 +349,12 @@ def evaluate_from_config(cfg: Mapping[str, Any]) -> Path:
                 int(agent.get("horizon") or 20),
                 (oracle if oracle.get("horizon") else agent).get("background") or "scene",
             )  # fmt: skip
-            policy = load_policy(folder, cfg.get("device", "cpu"), overrides)
-            option = "genima_oracle" if oracle.get("horizon") else "genima_agent"
-            policy_overrides = chunk_overrides(policy.config, overrides, factory, option)
-            if policy_overrides != overrides:  # the chunk to execute is an inference-only field
-                policy = load_policy(folder, cfg.get("device", "cpu"), policy_overrides)
+            policy_overrides = overrides
+            if factory is not None:  # the chunk to execute is an inference-only field
+                option = "genima_oracle" if oracle.get("horizon") else "genima_agent"
+                saved = checkpoint_config(folder)
+                policy_overrides = chunk_overrides(saved, overrides, factory, option)
+            policy = load_policy(folder, cfg.get("device", "cpu"), policy_overrides)
             run_options = {**options, "env_factory": factory} if factory else dict(options)
             if name in single_draw:  # its key then equals a plain evaluation's (resumable)
                 del run_options["test_draws"]
