@@ -48,12 +48,13 @@ def steps_per_second(task: str, cameras: tuple[str, ...], steps: int, size: int)
 
 
 def robosuite_steps_per_second(
-    steps: int, size: int, fast: bool = True, episode: int = 200
+    steps: int, size: int, fast: bool = True, episode: int = 200, mesh_cell: float | None = None
 ) -> float | None:
     """robosuite Lift steps per second with one camera, a reset every ``episode`` steps (None
     without the robosuite extra). ``fast``: the backend's settings (shadows, reflections and
     multisampling off, ``hard_reset=False``); else robosuite's defaults (``hard_reset=True``
-    recompiles the model at every reset, renderer as robosuite sets it up)."""
+    recompiles the model at every reset, renderer as robosuite sets it up). ``mesh_cell``: the
+    backend's ``visual_mesh_cell`` (coarser visual meshes, envs/robosuite/meshes.py)."""
     import importlib.util
 
     if importlib.util.find_spec("robosuite") is None:
@@ -61,7 +62,8 @@ def robosuite_steps_per_second(
     from envs.robosuite.env import RobosuiteEnv
 
     env = RobosuiteEnv("Lift", {"robots": "Panda"}, cameras=("agentview",), image_size=size,
-                       fast_render=fast, hard_reset=not fast)  # fmt: skip
+                       fast_render=fast, hard_reset=not fast,
+                       visual_mesh_cell=mesh_cell)  # fmt: skip
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     for _ in range(10):  # warm-up

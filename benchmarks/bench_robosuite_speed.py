@@ -1,5 +1,6 @@
-"""robosuite Lift stepping speed: the backend's fast settings against robosuite's defaults, and
-llvmpipe's rasterizer threads (``LP_NUM_THREADS``), each setting in a fresh process.
+"""robosuite Lift stepping speed: the backend's fast settings against robosuite's defaults,
+llvmpipe's rasterizer threads (``LP_NUM_THREADS``) and the coarser visual meshes
+(``visual_mesh_cell``), each setting in a fresh process.
 
     MUJOCO_GL=egl python benchmarks/bench_robosuite_speed.py [--steps 200] [--size 84] \
         [--repeats 3] [--out benchmarks/results/robosuite_speed.json]
@@ -23,16 +24,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MESH_CELL = 0.005
+"""The ``visual_mesh_cell`` measured (metres): 0.5 / 255 mean pixel change at 84 px."""
 SETTINGS = {
-    "robosuite's defaults": (False, None),
-    "fast settings, LP_NUM_THREADS unset": (True, None),
-    "fast settings, LP_NUM_THREADS=1": (True, "1"),
-    "fast settings, LP_NUM_THREADS=0": (True, "0"),
+    "robosuite's defaults": (False, None, None),
+    "fast settings, LP_NUM_THREADS unset": (True, None, None),
+    "fast settings, LP_NUM_THREADS=1": (True, "1", None),
+    "fast settings, LP_NUM_THREADS=0": (True, "0", None),
+    f"fast settings + visual_mesh_cell={MESH_CELL}, LP_NUM_THREADS=1": (True, "1", MESH_CELL),
 }
-"""name -> (the backend's fast settings, LP_NUM_THREADS; None: as the caller's environment)."""
+"""name -> (the backend's fast settings, LP_NUM_THREADS (None: as the caller's environment),
+``visual_mesh_cell``)."""
 
 
-def measure(fast: bool, lp_threads: str | None, steps: int, size: int) -> float:
+def measure(
+    fast: bool, lp_threads: str | None, steps: int, size: int, mesh_cell: float | None = None
+) -> float:
     """Steps per second of one setting, in a fresh process."""
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     env.pop("LP_NUM_THREADS", None)
@@ -41,9 +48,11 @@ def measure(fast: bool, lp_threads: str | None, steps: int, size: int) -> float:
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/benchmarks']\n"
         "from bench_envs import robosuite_steps_per_second as f\n"
-        "print(f(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1', 50))"
+        "cell = float(sys.argv[5]) if sys.argv[5] != 'none' else None\n"
+        "print(f(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1', 50, cell))"
     )
-    args = [sys.executable, "-c", code, str(ROOT), str(steps), str(size), "1" if fast else "0"]
+    args = [sys.executable, "-c", code, str(ROOT), str(steps), str(size), "1" if fast else "0",
+            "none" if mesh_cell is None else str(mesh_cell)]  # fmt: skip
     out = subprocess.run(args, env=env, capture_output=True, text=True)
     last = out.stdout.strip().splitlines()[-1:] or [""]
     if out.returncode or last[0] == "None":
@@ -61,8 +70,8 @@ def main() -> None:
     args = parser.parse_args()
     runs: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for _ in range(args.repeats):
-        for name, (fast, lp) in SETTINGS.items():
-            runs[name].append(measure(fast, lp, args.steps, args.size))
+        for name, (fast, lp, cell) in SETTINGS.items():
+            runs[name].append(measure(fast, lp, args.steps, args.size, cell))
     base = statistics.median(runs["robosuite's defaults"])
     rows = {
         name: {"steps_per_s": values, "median": statistics.median(values),

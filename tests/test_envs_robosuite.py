@@ -295,6 +295,17 @@ def test_evaluate_runs_on_the_dataset_env(dataset):
     assert result.records[0].length == 6 and result.records[0].success is False
 
 
+def test_every_build_draws_the_same_scene():
+    """robosuite draws Lift's cube size at build from an unseeded generator; the backend seeds
+    it, so two envs of one run (two factors, two evaluation sub-envs) hold the same cube."""
+    masses = []
+    for _ in range(2):
+        env = make_env_from_args(LIFT_ENV_ARGS, cameras=[], image_size=SIZE)
+        masses.append(env.env.sim.model._model.body_mass.copy())
+        env.close()
+    np.testing.assert_array_equal(masses[0], masses[1])
+
+
 def test_envs_built_after_a_close_render_like_the_first():
     """robosuite frees a closed env's GL context whenever the garbage collector gets to it, and
     then frees the current (next) env's buffers: black or striped frames. The backend frees it

@@ -63,6 +63,9 @@ class RobosuiteEnv(gym.Env):
         image_size: square image side (default: ``env_kwargs['camera_heights']``).
         perturbation: a Colosseum-style YAML path or its dict (supported factors only).
         fast_render: shadows, reflections and multisampling off (much faster on CPU).
+        visual_mesh_cell: if set (metres), render the visual-only meshes with their vertices
+            clustered on a grid of this size (:mod:`envs.robosuite.meshes`); physics unchanged.
+            Off by default: frames differ slightly from robosuite's.
         hard_reset: reload the model at every reset (robosuite's default; slow). Off here.
         max_episode_steps: truncation limit (default: ``env_kwargs['horizon']`` or 500).
         terminate_on_success: end the episode when the task is done.
@@ -78,6 +81,7 @@ class RobosuiteEnv(gym.Env):
         image_size: int | None = None,
         perturbation: str | Path | dict | None = None,
         fast_render: bool = True,
+        visual_mesh_cell: float | None = None,
         hard_reset: bool = False,
         max_episode_steps: int | None = None,
         terminate_on_success: bool = True,
@@ -117,6 +121,10 @@ class RobosuiteEnv(gym.Env):
         kwargs["controller_configs"] = refactor_composite_controller_config(
             kwargs["controller_configs"], robot, ["right"]
         )
+        # robosuite draws build-time randomness (Lift's cube size, 0.020-0.022 m) from an
+        # unseeded generator: seeded here, so every env of a run (each factor, each sub-env of
+        # an evaluation) builds the same scene; reset(seed=...) reseeds the generator after.
+        kwargs.setdefault("seed", 0)
         kwargs.update(
             has_renderer=False,
             has_offscreen_renderer=bool(self.cameras),
@@ -140,7 +148,13 @@ class RobosuiteEnv(gym.Env):
                 f"({type(exc).__name__}: {exc})"
             ) from exc
         self.fast_render = bool(fast_render)
+        self.visual_mesh_cell = None if visual_mesh_cell is None else float(visual_mesh_cell)
+        if self.visual_mesh_cell is not None and not self.visual_mesh_cell > 0:
+            raise StemobError(
+                f"visual_mesh_cell must be a positive length in metres, got {visual_mesh_cell}"
+            )
         self._ctx = None
+        self.mesh_stats = None  # envs.robosuite.meshes.ClusterStats once visual_mesh_cell applies
         self._prepare_render()
         self.perturbations.validate(self.env)
         self.flip = robosuite.macros.IMAGE_CONVENTION == "opengl"
@@ -167,22 +181,30 @@ class RobosuiteEnv(gym.Env):
 
     # ---------------------------------------------------------------- setup
     def _prepare_render(self) -> None:
-        """Shadows, reflections and multisampling off (recreating the GL context once)."""
+        """Shadows, reflections and multisampling off and, with ``visual_mesh_cell``, the visual
+        meshes clustered (recreating the GL context once per compiled model)."""
         import mujoco
 
         ctx = getattr(self.env.sim, "_render_context_offscreen", None)
-        if ctx is None or ctx is self._ctx or not self.fast_render:
+        coarse = self.visual_mesh_cell is not None
+        if ctx is None or ctx is self._ctx or not (self.fast_render or coarse):
             self._ctx = ctx
             return
         model = self.env.sim.model._model
-        model.vis.quality.shadowsize = 0
-        model.vis.quality.offsamples = 0
-        model.light_castshadow[:] = 0
+        if self.fast_render:
+            model.vis.quality.shadowsize = 0
+            model.vis.quality.offsamples = 0
+            model.light_castshadow[:] = 0
+        if coarse:
+            from envs.robosuite.meshes import cluster_visual_meshes
+
+            self.mesh_stats = cluster_visual_meshes(model, self.visual_mesh_cell)
         ctx.gl_ctx.make_current()
         ctx.con.free()
         ctx._set_mujoco_context_and_buffers()
-        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        if self.fast_render:
+            ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self._ctx = ctx
 
     @property
