@@ -87,6 +87,7 @@ class RobosuiteEnv(gym.Env):
         terminate_on_success: bool = True,
         render_mode: str | None = "rgb_array",
     ) -> None:
+        from envs.robosuite.meshes import checked_cell
         from envs.robosuite.perturb import RobosuitePerturbations
 
         robosuite = _import_robosuite()
@@ -111,6 +112,7 @@ class RobosuiteEnv(gym.Env):
             raise StemobError(f"image_size must be >= 8, got {size}")
         self.image_size = int(size)
         self.perturbations = RobosuitePerturbations(perturbation, self.env_name)
+        self.visual_mesh_cell = None if visual_mesh_cell is None else checked_cell(visual_mesh_cell)
         robots = kwargs.get("robots", "Panda")
         robot = robots if isinstance(robots, str) else robots[0]
         if kwargs.get("controller_configs") is None:  # robosuite's default, written out
@@ -148,11 +150,6 @@ class RobosuiteEnv(gym.Env):
                 f"({type(exc).__name__}: {exc})"
             ) from exc
         self.fast_render = bool(fast_render)
-        self.visual_mesh_cell = None if visual_mesh_cell is None else float(visual_mesh_cell)
-        if self.visual_mesh_cell is not None and not self.visual_mesh_cell > 0:
-            raise StemobError(
-                f"visual_mesh_cell must be a positive length in metres, got {visual_mesh_cell}"
-            )
         self._ctx = None
         self.mesh_stats = None  # envs.robosuite.meshes.ClusterStats once visual_mesh_cell applies
         self._prepare_render()

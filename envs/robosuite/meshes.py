@@ -28,6 +28,13 @@ class ClusterStats:
     faces_after: int
 
 
+def checked_cell(cell: float) -> float:
+    """``cell`` as a float, or a :class:`StemobError` naming ``visual_mesh_cell``."""
+    if not float(cell) > 0:
+        raise StemobError(f"visual_mesh_cell must be a positive length in metres, got {cell}")
+    return float(cell)
+
+
 def visual_only_meshes(model: Any) -> list[int]:
     """Ids of the meshes that every geom using them leaves out of collisions."""
     import mujoco
@@ -68,8 +75,7 @@ def cluster_faces(verts: np.ndarray, faces: np.ndarray, cell: float) -> np.ndarr
 def cluster_visual_meshes(model: Any, cell: float) -> ClusterStats:
     """Replace the faces of every visual-only mesh of ``model`` by their clustered version
     (:func:`cluster_faces` on a ``cell``-metre grid, in the mesh's own frame), in place."""
-    if not cell > 0:
-        raise StemobError(f"visual_mesh_cell must be a positive length in metres, got {cell}")
+    cell = checked_cell(cell)
     meshes = visual_only_meshes(model)
     before = after = 0
     for m in meshes:
